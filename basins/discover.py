@@ -1,0 +1,91 @@
+"""The discovery pipeline in one call, and writing its layers.
+
+``discover`` chains the stages: :mod:`basins.read` (already done by the caller) →
+:mod:`basins.network` (clean, node, orient) → :mod:`basins.sections`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import geopandas as gpd
+
+from . import settings as st
+from .network import graph_from_reaches, reaches_from_rivers
+from .read import Dem, analysis_crs_for
+from .sections import Discovery, sections_from_graph
+
+
+def discover(
+    rivers: gpd.GeoDataFrame,
+    counties: gpd.GeoDataFrame,
+    water: gpd.GeoDataFrame | None = None,
+    dem: Dem | None = None,
+    outlets: gpd.GeoDataFrame | None = None,
+    orientation: str = "auto",
+    settings: st.Settings = st.DEFAULT,
+    progress: Callable[[str], None] | None = None,
+) -> Discovery:
+    """Find every cross-boundary section from river lines and county polygons.
+
+    Parameters
+    ----------
+    rivers
+        River layer in the river schema (:func:`basins.read.read_rivers`).
+    counties
+        County layer in the county schema (:func:`basins.read.read_counties`).
+    water
+        Optional lake and double-line river polygons; lines along their outlines
+        are shore lines, not flow lines.
+    dem
+        Optional DEM (:func:`basins.read.read_dem`) to pick outlets and check
+        orientation.
+    outlets
+        Optional outlet points.
+    orientation
+        Strategy, see :mod:`basins.network`.
+    settings
+        Tolerances (:mod:`basins.settings`).
+    progress
+        Called with the name of each stage as it starts.
+
+    Returns
+    -------
+    basins.sections.Discovery
+    """
+    say = progress or (lambda _msg: None)
+    crs = analysis_crs_for(counties, rivers)
+    say("cleaning and noding reaches")
+    reaches, qa = reaches_from_rivers(rivers, crs, water, settings)
+    say("orienting the flow graph")
+    G = graph_from_reaches(reaches, counties.to_crs(crs), orientation, dem, outlets, settings)
+    say("discovering sections")
+    return sections_from_graph(G, counties, settings, qa)
+
+
+def write_discovery(result: Discovery, path: str | os.PathLike) -> Path:
+    """Write layers ``sections``, ``boundary_rivers``, ``reaches`` and ``qa`` to a GeoPackage.
+
+    The file is written next to the target and moved into place at the end, so a
+    failure halfway leaves any previous output intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(suffix=".gpkg", prefix=".basins-", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()
+    try:
+        result.sections.to_file(tmp, layer="sections", driver="GPKG")
+        result.boundary_rivers.to_file(tmp, layer="boundary_rivers", driver="GPKG")
+        result.reaches.to_file(tmp, layer="reaches", driver="GPKG")
+        qa = gpd.GeoDataFrame(result.qa.astype({"source_row": "int64"}), geometry=None)
+        qa.to_file(tmp, layer="qa", driver="GPKG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

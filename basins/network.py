@@ -1,0 +1,648 @@
+"""Build the directed flow graph from river lines.
+
+Pipeline: :func:`reaches_from_rivers` cleans the raw lines (duplicates, shore
+lines, closed rings, zero-length and non-line features), splits multi-part lines
+and T-junctions and snaps endpoints into nodes; :func:`graph_from_reaches` orients
+every reach and returns a :class:`networkx.MultiDiGraph` whose edges are reaches
+pointing downstream (osmnx style: nodes carry ``x``/``y``, edges carry
+``geometry``, ``length`` and attributes). :func:`reaches_from_graph` turns the
+graph back into a GeoDataFrame.
+
+Orientation strategies (``orientation=``):
+
+``digitised``
+    Trust the digitisation direction (use when the data is known to be oriented).
+``outlets``
+    Find outlets (user-given points, else network ends at the coast or at the
+    edge of the study area) and direct every reach towards its nearest outlet
+    along the network (multi-source Dijkstra).
+``dem``
+    As ``outlets``, but a DEM picks the outlets among the network ends (the
+    lowest end, and every end at sea level) and checks every reach.
+``auto``
+    ``dem`` when a DEM is given, else ``outlets``.
+
+Reaches whose direction stays ambiguous (divides between two outlets, loops,
+networks without an outlet) or contradicts the DEM keep a direction but carry a
+flag in ``orientation_flag``; they are never guessed silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import geopandas as gpd
+import networkx as nx
+import numpy as np
+import pandas as pd
+import shapely
+from scipy import sparse
+from scipy.sparse import csgraph
+from scipy.spatial import cKDTree
+
+from . import settings as st
+from .read import BasinsInputError, Dem, LINE_TYPES
+
+QA_COLUMNS = ["layer", "feature_id", "source", "source_row", "status", "reason"]
+
+
+# ---------------------------------------------------------------------------
+# helpers shared with sections.py
+# ---------------------------------------------------------------------------
+def sample_lines(geoms: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points every ``step`` metres along each line, both ends included.
+
+    Returns
+    -------
+    points, line_index, distance
+        Flat arrays: the sample points, which line each belongs to, and its
+        distance from the start of that line.
+    """
+    lengths = shapely.length(geoms)
+    n = np.maximum(np.ceil(lengths / step).astype(np.int64), 1) + 1
+    line_index = np.repeat(np.arange(len(geoms)), n)
+    starts = np.concatenate([[0], np.cumsum(n)[:-1]])
+    k = np.arange(n.sum()) - np.repeat(starts, n)
+    dist = k * np.repeat(lengths / (n - 1), n)
+    pts = shapely.line_interpolate_point(geoms[line_index], dist)
+    return pts, line_index, dist
+
+
+def _qa_row(layer, fid, source, row, status, reason) -> dict:
+    return {"layer": layer, "feature_id": fid, "source": source, "source_row": row,
+            "status": status, "reason": reason}
+
+
+# ---------------------------------------------------------------------------
+# cleaning and noding
+# ---------------------------------------------------------------------------
+def reaches_from_rivers(
+    rivers: gpd.GeoDataFrame,
+    crs: str,
+    water: gpd.GeoDataFrame | None = None,
+    settings: st.Settings = st.DEFAULT,
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Clean river lines into noded reaches in the analysis CRS.
+
+    Parameters
+    ----------
+    rivers
+        River layer in the river schema (:func:`basins.read.rivers_from_gdf`).
+    crs
+        Metric analysis CRS (:func:`basins.read.analysis_crs_for`).
+    water
+        Optional water polygons (lakes, double-line rivers). Lines running along
+        their outlines are shore lines and are not used as flow lines.
+    settings
+        Tolerances.
+
+    Returns
+    -------
+    reaches : geopandas.GeoDataFrame
+        Columns ``reach_id``, ``river``, ``source_row``, geometry (LineString,
+        analysis CRS); endpoints of touching reaches are identical.
+    qa : pandas.DataFrame
+        One row per input feature: ``status`` is ``used``, ``merged`` (duplicate
+        of another line), ``excluded`` (not a usable flow line), with ``reason``.
+    """
+    source = rivers.attrs.get("source", "rivers")
+    r = rivers.to_crs(crs)
+    qa: dict[int, dict] = {}
+    geoms = r.geometry.values
+    types = np.array([None if g is None or g.is_empty else g.geom_type for g in geoms], dtype=object)
+    for i in np.flatnonzero(pd.isna(types)):
+        qa[i] = _qa_row("rivers", r.reach_id.iat[i], source, int(r.source_row.iat[i]),
+                        "excluded", "empty or missing geometry")
+    for i in np.flatnonzero(~pd.isna(types) & ~np.isin(types, list(LINE_TYPES))):
+        qa[i] = _qa_row("rivers", r.reach_id.iat[i], source, int(r.source_row.iat[i]),
+                        "excluded", f"not a line ({types[i]}) in the river layer")
+    keep = np.isin(types, list(LINE_TYPES))
+    r = r.iloc[np.flatnonzero(keep)]
+    # repair invalid lines (self-touching is fine for lines; drop repeated points)
+    parts = r.explode(index_parts=True)
+    counts = parts.groupby(level=0).size()
+    part_no = parts.index.get_level_values(1).to_numpy()
+    multi = parts.index.get_level_values(0).map(counts).to_numpy() > 1
+    parts = parts.reset_index(drop=True)
+    parts["reach_id"] = np.where(multi, parts.reach_id + "-" + part_no.astype(str), parts.reach_id)
+    parts = parts[parts.geometry.geom_type == "LineString"].reset_index(drop=True)
+    parts["geometry"] = shapely.remove_repeated_points(parts.geometry.values, 0.0)
+    reasons: dict[str, str] = {}  # piece id -> exclusion reason
+    statuses: dict[str, str] = {}
+    g = parts.geometry.values
+    length = shapely.length(g)
+    tiny = length < max(settings.snap_tolerance_m, 1.0)
+    for rid in parts.reach_id[tiny]:
+        reasons[rid], statuses[rid] = "zero-length or shorter than the snap tolerance", "excluded"
+    ring = ~tiny & (shapely.distance(shapely.get_point(g, 0), shapely.get_point(g, -1))
+                    <= settings.snap_tolerance_m)
+    for rid in parts.reach_id[ring]:
+        reasons[rid] = "closed ring (lake shore or island bank), not a flow line"
+        statuses[rid] = "excluded"
+    alive = ~tiny & ~ring
+    # exact duplicates (same line, either direction)
+    norm = shapely.to_wkb(shapely.normalize(g))
+    first: dict[bytes, str] = {}
+    for i in np.flatnonzero(alive):
+        if norm[i] in first:
+            reasons[parts.reach_id.iat[i]] = f"duplicate of {first[norm[i]]}"
+            statuses[parts.reach_id.iat[i]] = "merged"
+            alive[i] = False
+        else:
+            first[norm[i]] = parts.reach_id.iat[i]
+    # shore lines along water polygon outlines
+    if water is not None and len(water):
+        wb = shapely.boundary(water.to_crs(crs).geometry.values)
+        wb = wb[~shapely.is_empty(wb)]
+        idx = np.flatnonzero(alive)
+        cover = _cover_share(g[idx], wb, settings.shore_tolerance_m, settings.sample_step_m)
+        for i, c in zip(idx, cover):
+            if c >= settings.shore_min_cover:
+                reasons[parts.reach_id.iat[i]] = "shore or bank line of a water polygon"
+                statuses[parts.reach_id.iat[i]] = "excluded"
+                alive[i] = False
+    # double-line rivers: a centre line replaces the bank lines
+    shore_idx = [i for i in range(len(parts)) if reasons.get(parts.reach_id.iat[i], "")
+                 .startswith("shore")]
+    extra, water_qa = _centrelines(water, parts.iloc[shore_idx], g[alive], crs, settings)
+    # near duplicates (the same river digitised twice, e.g. hyd1_4l and hyd2_4l)
+    idx = np.flatnonzero(alive)
+    dup_of = _near_duplicates(g[idx], parts.reach_id.to_numpy()[idx], settings)
+    for j, other in dup_of.items():
+        rid = parts.reach_id.iat[idx[j]]
+        reasons[rid], statuses[rid] = f"duplicate of {other} (within tolerance)", "merged"
+        alive[idx[j]] = False
+    kept = parts[alive].reset_index(drop=True)
+    if len(extra):
+        kept = pd.concat([kept, extra.to_crs(crs)], ignore_index=True)
+        kept = pd.concat([kept, _connectors(kept, extra, settings)], ignore_index=True)
+        kept = gpd.GeoDataFrame(kept, geometry="geometry", crs=crs)
+    kept = _node(kept, settings)
+    # QA rows for every input feature
+    pieces_by_row = kept.groupby("source_row").size().to_dict()
+    for rid, row in zip(parts.reach_id, parts.source_row):
+        if rid in reasons and int(row) not in pieces_by_row:
+            qa.setdefault(int(row), _qa_row("rivers", rid.split("-")[0], source, int(row),
+                                            statuses[rid], reasons[rid]))
+    for i, row in enumerate(rivers.source_row.to_numpy()):
+        if int(row) in qa:
+            continue
+        n = pieces_by_row.get(int(row), 0)
+        if n == 0:
+            qa[int(row)] = _qa_row("rivers", rivers.reach_id.iat[i], source, int(row),
+                                   "excluded", "no usable line part")
+            continue
+        qa[int(row)] = _qa_row("rivers", rivers.reach_id.iat[i], source, int(row), "used",
+                               "" if n == 1 else f"split into {n} reaches")
+    qa_df = pd.DataFrame([qa[k] for k in sorted(qa)] + water_qa, columns=QA_COLUMNS)
+    return kept.reset_index(drop=True), qa_df
+
+
+def _medial_path(poly, step: float):
+    """Main path of the medial axis of a polygon (a double-line river's centre line)."""
+    b = shapely.segmentize(poly.boundary, step)
+    pts = shapely.multipoints(shapely.get_coordinates(b))
+    edges = shapely.get_parts(shapely.voronoi_polygons(pts, only_edges=True))
+    shapely.prepare(poly)
+    edges = edges[shapely.contains_properly(poly, edges)]
+    if len(edges) == 0:
+        return None
+    ends = np.column_stack([shapely.get_coordinates(shapely.get_point(edges, 0)),
+                            shapely.get_coordinates(shapely.get_point(edges, -1))]).reshape(-1, 2)
+    keys, inv = np.unique(np.round(ends, 3), axis=0, return_inverse=True)
+    inv = inv.reshape(-1, 2)
+    w = shapely.length(edges)
+    n = len(keys)
+    adj = sparse.coo_matrix((w, (inv[:, 0], inv[:, 1])), shape=(n, n)).tocsr()
+    _, lab = csgraph.connected_components(adj, directed=False)
+    big = np.bincount(lab).argmax()
+    start = int(np.flatnonzero(lab == big)[0])
+    d = csgraph.dijkstra(adj, directed=False, indices=start)
+    a = int(np.nanargmax(np.where(np.isfinite(d), d, -1)))
+    d, pred = csgraph.dijkstra(adj, directed=False, indices=a, return_predecessors=True)
+    z = int(np.nanargmax(np.where(np.isfinite(d), d, -1)))
+    path = [z]
+    while path[-1] != a:
+        path.append(int(pred[path[-1]]))
+    if len(path) < 2:
+        return None
+    return shapely.simplify(shapely.linestrings(keys[path]), step / 2)
+
+
+def _centrelines(water, shores, kept_geoms, crs, settings):
+    """Centre lines of double-line rivers whose banks came as shore lines."""
+    empty = gpd.GeoDataFrame(columns=["reach_id", "river", "source", "source_row", "geometry"],
+                             geometry="geometry", crs=crs)
+    if water is None or len(water) == 0 or len(shores) == 0:
+        return empty, []
+    source = water.attrs.get("source", "water")
+    w = water.to_crs(crs)
+    geoms = shapely.make_valid(w.geometry.values)
+    merged = shapely.get_parts(shapely.union_all(geoms[~shapely.is_empty(geoms)]))
+    merged = merged[np.isin(shapely.get_type_id(merged), [3])]  # polygons
+    qa, rows = [], []
+    shore_g = shores.geometry.values
+    tree = shapely.STRtree(shore_g)
+    kept_tree = shapely.STRtree(kept_geoms) if len(kept_geoms) else None
+    part_of = {}
+    for k, poly in enumerate(merged):
+        near = tree.query(poly.boundary, predicate="dwithin", distance=settings.shore_tolerance_m)
+        if len(near) == 0:
+            continue
+        rough_width = 2 * poly.area / poly.length  # exact for a long strip of even width
+        if rough_width > settings.max_river_width_m:
+            for j in np.flatnonzero(shapely.intersects(geoms, poly)):
+                part_of.setdefault(int(j), []).append((k, rough_width, 0.0, ""))
+            continue
+        path = _medial_path(poly, settings.centreline_step_m)
+        if path is None or path.length == 0:
+            continue
+        width = poly.area / path.length
+        names = [n for n in shores.river.iloc[near] if n]
+        name = max(set(names), key=lambda x: (names.count(x), x)) if names else ""
+        for j in np.flatnonzero(shapely.intersects(geoms, poly)):
+            part_of.setdefault(int(j), []).append((k, width, path.length, name))
+        if width > settings.max_river_width_m:
+            continue
+        if kept_tree is not None:  # a centre line already exists in the river layer
+            share = _cover_share(np.array([path]), kept_geoms,
+                                 settings.duplicate_tolerance_m, settings.sample_step_m)[0]
+            if share >= 0.5:
+                continue
+        rows.append({"reach_id": f"W{k}", "river": name, "source": source,
+                     "source_row": -1, "geometry": path})
+    built = {r["reach_id"] for r in rows}
+    for j in range(len(w)):
+        info = part_of.get(j)
+        if not info:
+            qa.append(_qa_row("water", f"W{j}", source, j, "used",
+                              "lake or river area (no shore lines along it)"))
+            continue
+        k, width, length, name = info[0]
+        if f"W{k}" in built:
+            qa.append(_qa_row("water", f"W{j}", source, j, "used",
+                              f"double-line river: centre line W{k} derived "
+                              f"({length / 1000:.1f} km, mean width {width:.0f} m)"))
+        else:
+            qa.append(_qa_row("water", f"W{j}", source, j, "used",
+                              f"lake or existing centre line (mean width {width:.0f} m): "
+                              "no centre line added"))
+    out = gpd.GeoDataFrame(rows, columns=empty.columns, geometry="geometry", crs=crs) \
+        if rows else empty
+    return out, qa
+
+
+def _connectors(kept: gpd.GeoDataFrame, centre: gpd.GeoDataFrame, settings) -> gpd.GeoDataFrame:
+    """Join lines that end on the banks of a double-line river to its centre line."""
+    cg = centre.geometry.values
+    g = kept.geometry.values
+    is_centre = kept.reach_id.isin(centre.reach_id).to_numpy()
+    ends = np.concatenate([shapely.get_point(g, 0), shapely.get_point(g, -1)])
+    owner = np.concatenate([np.arange(len(g)), np.arange(len(g))])
+    # only network ends (an endpoint shared with another line is already connected)
+    xy = np.round(shapely.get_coordinates(ends), 2)
+    _, inv, cnt = np.unique(xy, axis=0, return_inverse=True, return_counts=True)
+    lone = (cnt[inv] == 1) & ~is_centre[owner]
+    tree = shapely.STRtree(cg)
+    ei, cj = tree.query(ends[lone], predicate="dwithin", distance=settings.max_river_width_m)
+    rows = []
+    if len(ei):
+        d = shapely.distance(ends[lone][ei], cg[cj])
+        best = pd.DataFrame({"e": ei, "c": cj, "d": d}).sort_values(["e", "d", "c"]) \
+            .drop_duplicates("e")
+        lone_idx = np.flatnonzero(lone)
+        for e, c in zip(best.e, best.c):
+            p = ends[lone_idx[e]]
+            q = shapely.ops.nearest_points(cg[c], p)[0]
+            if shapely.distance(p, q) <= settings.snap_tolerance_m:
+                continue
+            i = owner[lone_idx[e]]
+            rows.append({"reach_id": f"X{len(rows)}", "river": kept.river.iat[i],
+                         "source": "connector", "source_row": -1,
+                         "geometry": shapely.linestrings([[p.x, p.y], [q.x, q.y]])})
+    cols = ["reach_id", "river", "source", "source_row", "geometry"]
+    return gpd.GeoDataFrame(rows, columns=cols, geometry="geometry", crs=kept.crs)
+
+
+def _cover_share(lines: np.ndarray, targets: np.ndarray, tol: float, step: float) -> np.ndarray:
+    """Share of each line's sample points within ``tol`` of any target geometry."""
+    if len(lines) == 0 or len(targets) == 0:
+        return np.zeros(len(lines))
+    pts, li, _ = sample_lines(lines, min(step, tol))
+    tree = shapely.STRtree(targets)
+    hit = np.zeros(len(pts), bool)
+    pi, _ = tree.query(pts, predicate="dwithin", distance=tol)
+    hit[pi] = True
+    return np.bincount(li, weights=hit, minlength=len(lines)) / np.bincount(li, minlength=len(lines))
+
+
+def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> dict[int, str]:
+    """Lines covered by longer lines within the duplicate tolerance, both ends included."""
+    if len(g) < 2:
+        return {}
+    tol = settings.duplicate_tolerance_m
+    lengths = shapely.length(g)
+    # rank: longer first, ties by id so the result is deterministic
+    order = np.lexsort((ids, -lengths))
+    rank = np.empty(len(g), int)
+    rank[order] = np.arange(len(g))
+    pts, li, _ = sample_lines(g, min(settings.sample_step_m, tol))
+    tree = shapely.STRtree(g)
+    pi, gj = tree.query(pts, predicate="dwithin", distance=tol)
+    own = li[pi]
+    m = rank[gj] < rank[own]  # only strictly higher-ranked (longer) lines may cover
+    pi, gj, own = pi[m], gj[m], own[m]
+    covered = np.zeros(len(pts), bool)
+    covered[pi] = True
+    share = np.bincount(li, weights=covered, minlength=len(g)) / np.bincount(li, minlength=len(g))
+    out: dict[int, str] = {}
+    cand = np.flatnonzero(share >= settings.duplicate_min_cover)
+    if len(cand) == 0:
+        return out
+    ends = np.concatenate([shapely.get_point(g[cand], 0), shapely.get_point(g[cand], -1)])
+    ei, ej = tree.query(ends, predicate="dwithin", distance=tol)
+    owner = np.concatenate([cand, cand])[ei]
+    ok = rank[ej] < rank[owner]
+    end_hit = np.zeros(len(ends), bool)
+    end_hit[ei[ok]] = True
+    both = end_hit[: len(cand)] & end_hit[len(cand):]
+    # the covering line most often seen for each duplicate names it in the QA table
+    best = pd.DataFrame({"own": own, "other": gj}).groupby("own")["other"].agg(
+        lambda s: s.value_counts().index[0])
+    for c, b in zip(cand, both):
+        if b:
+            out[int(c)] = str(ids[best.loc[c]])
+    # never drop both of a pair: a line is dropped only in favour of a higher-ranked
+    # line, and higher-ranked lines are processed first, so drop chains resolve to a kept one
+    return out
+
+
+def _node(reaches: gpd.GeoDataFrame, settings: st.Settings) -> gpd.GeoDataFrame:
+    """Split reaches at T-junctions and snap nearby endpoints together."""
+    tol = settings.snap_tolerance_m
+    g = reaches.geometry.values
+    if len(g) == 0:
+        return reaches
+    # 1. T-junctions: an endpoint near another reach's interior splits that reach
+    ends = np.concatenate([shapely.get_point(g, 0), shapely.get_point(g, -1)])
+    owner = np.concatenate([np.arange(len(g)), np.arange(len(g))])
+    tree = shapely.STRtree(g)
+    ei, gj = tree.query(ends, predicate="dwithin", distance=tol)
+    m = gj != owner[ei]
+    ei, gj = ei[m], gj[m]
+    pos = shapely.line_locate_point(g[gj], ends[ei])
+    lengths = shapely.length(g)
+    interior = (pos > tol) & (pos < lengths[gj] - tol)
+    cuts: dict[int, list[float]] = {}
+    for j, p in zip(gj[interior], pos[interior]):
+        cuts.setdefault(int(j), []).append(float(p))
+    rows = []
+    for i in range(len(reaches)):
+        if i not in cuts:
+            rows.append((i, reaches.reach_id.iat[i], g[i]))
+            continue
+        cs = sorted(set(round(c, 3) for c in cuts[i]))
+        bounds = [0.0] + cs + [float(lengths[i])]
+        for k in range(len(bounds) - 1):
+            piece = shapely.ops.substring(g[i], bounds[k], bounds[k + 1])
+            if piece.geom_type == "LineString" and piece.length > 0:
+                rows.append((i, f"{reaches.reach_id.iat[i]}.{k + 1}", piece))
+    src = np.array([r[0] for r in rows])
+    out = reaches.iloc[src].reset_index(drop=True).copy()
+    out["reach_id"] = [r[1] for r in rows]
+    out = out.set_geometry(gpd.GeoSeries([r[2] for r in rows], crs=reaches.crs).values)
+    # 2. snap endpoints within tol into nodes
+    g = out.geometry.values
+    starts = shapely.get_coordinates(shapely.get_point(g, 0))
+    stops = shapely.get_coordinates(shapely.get_point(g, -1))
+    pts = np.vstack([starts, stops])
+    pairs = cKDTree(pts).query_pairs(tol, output_type="ndarray")
+    n = len(pts)
+    adj = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) \
+        if len(pairs) else sparse.coo_matrix((n, n))
+    _, lab = csgraph.connected_components(adj, directed=False)
+    # node coordinate: the first endpoint (lowest index) of each cluster
+    first = np.full(lab.max() + 1, -1)
+    for k in range(n - 1, -1, -1):
+        first[lab[k]] = k
+    node_xy = pts[first[lab]]
+    coords = shapely.get_coordinates(g)
+    counts = shapely.get_num_points(g)
+    offs = np.concatenate([[0], np.cumsum(counts)])
+    coords[offs[:-1]] = node_xy[: len(g)]
+    coords[offs[1:] - 1] = node_xy[len(g):]
+    line_idx = np.repeat(np.arange(len(g)), counts)
+    new = shapely.linestrings(coords, indices=line_idx)
+    out = out.set_geometry(gpd.GeoSeries(new, crs=out.crs).values)
+    keys = [_node_key(x, y) for x, y in node_xy]
+    out["u"] = keys[: len(g)]
+    out["v"] = keys[len(g):]
+    degenerate = out.u == out.v
+    if degenerate.any():  # both ends snapped together: a loop of one reach
+        out = out[~degenerate | (shapely.length(out.geometry.values) > 2 * tol)]
+    return out.reset_index(drop=True)
+
+
+def _node_key(x: float, y: float) -> str:
+    """A stable node id from its coordinates (metres, rounded to 1 cm)."""
+    return hashlib.sha1(f"{x:.2f},{y:.2f}".encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------
+# orientation
+# ---------------------------------------------------------------------------
+def _edge_ends(xy: np.ndarray, counties: gpd.GeoDataFrame, tol: float) -> np.ndarray:
+    """True where a position is at the outer edge of the county layer (coast or study edge)."""
+    if len(xy) == 0:
+        return np.zeros(0, bool)
+    k = 16
+    ang = np.linspace(0, 2 * np.pi, k, endpoint=False)
+    ring = xy[:, None, :] + tol * np.stack([np.cos(ang), np.sin(ang)], axis=1)[None, :, :]
+    probes = shapely.points(np.vstack([xy, ring.reshape(-1, 2)]))
+    tree = shapely.STRtree(counties.geometry.values[~counties.geometry.isna().to_numpy()])
+    hit = np.zeros(len(probes), bool)
+    pi, _ = tree.query(probes, predicate="intersects")
+    hit[pi] = True
+    centre_out = ~hit[: len(xy)]
+    ring_out = (~hit[len(xy):]).reshape(len(xy), k).sum(axis=1)
+    return centre_out | (ring_out >= 2)
+
+
+def graph_from_reaches(
+    reaches: gpd.GeoDataFrame,
+    counties: gpd.GeoDataFrame,
+    orientation: str = "auto",
+    dem: Dem | None = None,
+    outlets: gpd.GeoDataFrame | None = None,
+    settings: st.Settings = st.DEFAULT,
+) -> nx.MultiDiGraph:
+    """Orient noded reaches into a directed flow graph.
+
+    Parameters
+    ----------
+    reaches
+        Output of :func:`reaches_from_rivers` (analysis CRS, columns ``u``, ``v``).
+    counties
+        County layer in the analysis CRS; its outer edge tells where networks end
+        at the coast or the edge of the study area.
+    orientation
+        ``auto``, ``digitised``, ``outlets`` or ``dem`` (see module docstring).
+    dem
+        Elevation grid in WGS84 (:class:`basins.read.Dem`), for ``dem``/``auto``.
+    outlets
+        User-given outlet points; a network with one near it uses only those.
+    settings
+        Tolerances.
+
+    Returns
+    -------
+    networkx.MultiDiGraph
+        Nodes: ``x``, ``y``, ``end`` (``edge``/``inland``/``""``), ``outlet``,
+        ``elevation`` (NaN without DEM). Edges (keyed by ``reach_id``), pointing
+        downstream: ``geometry``, ``length``, ``river``, ``source_row``,
+        ``orientation`` (strategy that set it), ``orientation_flag`` (why it is
+        uncertain, or ``""``), ``reversed`` (against the digitisation).
+        ``G.graph`` holds ``crs`` and ``orientation``.
+    """
+    if orientation not in st.ORIENTATIONS:
+        raise BasinsInputError(
+            f"orientation {orientation!r} unknown; use one of {', '.join(st.ORIENTATIONS)}."
+        )
+    if orientation == "dem" and dem is None:
+        raise BasinsInputError("orientation 'dem' needs a DEM (--dem PATH).")
+    strategy = orientation
+    if orientation == "auto":
+        strategy = "dem" if dem is not None else "outlets"
+    crs = reaches.crs
+    nodes = pd.unique(np.concatenate([reaches.u.to_numpy(), reaches.v.to_numpy()]))
+    nid = {k: i for i, k in enumerate(nodes)}
+    ui = reaches.u.map(nid).to_numpy()
+    vi = reaches.v.map(nid).to_numpy()
+    g = reaches.geometry.values
+    length = shapely.length(g)
+    xy = np.zeros((len(nodes), 2))
+    xy[ui] = shapely.get_coordinates(shapely.get_point(g, 0))
+    xy[vi] = shapely.get_coordinates(shapely.get_point(g, -1))
+    deg = np.bincount(np.concatenate([ui, vi]), minlength=len(nodes))
+    terminal = deg == 1
+    end_kind = np.array([""] * len(nodes), dtype=object)
+    t_idx = np.flatnonzero(terminal)
+    at_edge = _edge_ends(xy[t_idx], counties.to_crs(crs), settings.edge_tolerance_m)
+    end_kind[t_idx] = np.where(at_edge, "edge", "inland")
+    elev = np.full(len(nodes), np.nan)
+    if dem is not None:
+        lonlat = gpd.GeoSeries(shapely.points(xy), crs=crs).to_crs(st.OUTPUT_CRS)
+        elev = dem.sample(lonlat.x.to_numpy(), lonlat.y.to_numpy())
+    n = len(nodes)
+    adj = sparse.coo_matrix(
+        (np.concatenate([length, length]), (np.concatenate([ui, vi]), np.concatenate([vi, ui]))),
+        shape=(n, n)).tocsr()
+    ncomp, comp = csgraph.connected_components(adj, directed=False)
+    is_outlet = np.zeros(n, bool)
+    comp_flag = np.array([""] * ncomp, dtype=object)
+    user_out = np.zeros(n, bool)
+    if outlets is not None and len(outlets):
+        opts = shapely.get_coordinates(outlets.to_crs(crs).geometry.values)
+        d, k = cKDTree(xy).query(opts)
+        user_out[k[d <= settings.outlet_snap_m]] = True
+    for c in range(ncomp):
+        members = np.flatnonzero(comp == c)
+        if strategy == "digitised":
+            continue
+        if user_out[members].any():
+            is_outlet[members[user_out[members]]] = True
+            continue
+        ends = members[end_kind[members] == "edge"]
+        if strategy == "dem":
+            z = elev[ends]
+            inland = members[end_kind[members] == "inland"]
+            zi = elev[inland]
+            low_inland = inland[np.nanargmin(zi)] if np.isfinite(zi).any() else None
+            # candidates: ends at the coast or study edge, and an inland end at sea level
+            # (a mouth short of the coastline: the delta has grown since it was mapped)
+            cand = ends
+            if low_inland is not None and elev[low_inland] <= settings.coast_elevation_m:
+                cand = np.append(ends, low_inland)
+            zc = elev[cand]
+            if len(cand) and np.isfinite(zc).any():
+                is_outlet[cand[np.nanargmin(zc)]] = True
+                is_outlet[cand[np.nan_to_num(zc, nan=np.inf) <= settings.coast_elevation_m]] = True
+                continue
+            if low_inland is not None:
+                is_outlet[low_inland] = True
+                if elev[low_inland] > settings.coast_elevation_m:
+                    comp_flag[c] = "outlet is an inland network end (terminal lake?) chosen by DEM"
+                continue
+        if len(ends):
+            is_outlet[ends] = True
+            if len(ends) > 1:
+                comp_flag[c] = ""  # divide edges get flagged individually below
+        else:
+            comp_flag[c] = "no outlet found (no network end at the coast or study edge): as digitised"
+    flags = np.array([""] * len(reaches), dtype=object)
+    method = np.array([strategy] * len(reaches), dtype=object)
+    forward = np.ones(len(reaches), bool)
+    if strategy != "digitised" and is_outlet.any():
+        out_idx = np.flatnonzero(is_outlet)
+        dist, _, src = csgraph.dijkstra(adj, directed=False, indices=out_idx, min_only=True,
+                                        return_predecessors=True)
+        du, dv = dist[ui], dist[vi]
+        reachable = np.isfinite(du) & np.isfinite(dv)
+        forward = np.where(reachable, du >= dv, True)
+        tie = reachable & np.isclose(du, dv)
+        divide = reachable & (src[ui] != src[vi])
+        flags[divide] = "ambiguous: divide between two outlets (canal or distributary?)"
+        flags[tie & ~divide] = "ambiguous: equal distance to the outlet both ways"
+        in_loop = _non_bridges(ui, vi, n)
+        flags[in_loop & (flags == "")] = "uncertain: reach in a loop (braided channel or canal)"
+        unreach = ~reachable
+        flags[unreach] = "no outlet found (no network end at the coast or study edge): as digitised"
+        method[unreach] = "digitised"
+    for c in np.flatnonzero(comp_flag != ""):
+        on = comp[ui] == c
+        flags[on & (flags == "")] = comp_flag[c]
+        if comp_flag[c].startswith("no outlet"):
+            method[on] = "digitised"
+    # oriented geometry and DEM check
+    geoms = np.where(forward, g, shapely.reverse(g))
+    up = np.where(forward, ui, vi)
+    dn = np.where(forward, vi, ui)
+    if dem is not None:
+        rise = elev[dn] - elev[up]
+        contra = np.isfinite(rise) & (rise > settings.dem_contradiction_m)
+        flags[contra & (flags == "")] = "contradicts DEM (downstream end higher)"
+    G = nx.MultiDiGraph(crs=crs, orientation=strategy)
+    for i, k in enumerate(nodes):
+        G.add_node(k, x=float(xy[i, 0]), y=float(xy[i, 1]), end=end_kind[i],
+                   outlet=bool(is_outlet[i]), elevation=float(elev[i]))
+    rivers_ = reaches.river.to_numpy()
+    rows_ = reaches.source_row.to_numpy()
+    rids = reaches.reach_id.to_numpy()
+    for i in range(len(reaches)):
+        G.add_edge(nodes[up[i]], nodes[dn[i]], key=rids[i], reach_id=rids[i],
+                   geometry=geoms[i], length=float(length[i]), river=rivers_[i],
+                   source_row=int(rows_[i]), orientation=method[i],
+                   orientation_flag=flags[i], reversed=bool(not forward[i]))
+    return G
+
+
+def _non_bridges(ui: np.ndarray, vi: np.ndarray, n: int) -> np.ndarray:
+    """True for edges that lie on a cycle of the undirected graph."""
+    U = nx.MultiGraph()
+    U.add_nodes_from(range(n))
+    U.add_edges_from(zip(ui.tolist(), vi.tolist(), range(len(ui))))
+    S = nx.Graph(U)
+    bridges = set()
+    for a, b in nx.bridges(S):
+        if U.number_of_edges(a, b) == 1:
+            bridges.add((min(a, b), max(a, b)))
+    return np.array([(min(a, b), max(a, b)) not in bridges for a, b in zip(ui, vi)])
+
+
+def reaches_from_graph(G: nx.MultiDiGraph) -> gpd.GeoDataFrame:
+    """The graph's edges as a GeoDataFrame of oriented reaches (analysis CRS)."""
+    rows = [dict(u=u, v=v, **d) for u, v, d in G.edges(data=True)]
+    cols = ["reach_id", "river", "u", "v", "length", "orientation", "orientation_flag",
+            "reversed", "source_row", "geometry"]
+    df = pd.DataFrame(rows, columns=cols)
+    return gpd.GeoDataFrame(df, geometry="geometry", crs=G.graph["crs"])

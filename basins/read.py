@@ -1,0 +1,525 @@
+"""Read and validate input layers: rivers, counties, points and DEMs.
+
+Every reader returns a GeoDataFrame in a fixed schema so that later stages never
+guess column names:
+
+* rivers: ``reach_id``, ``river``, ``source``, ``source_row``, geometry (lines)
+* counties: ``county_id``, ``county``, ``city``, ``province``, geometry (polygons)
+* points: ``point_id``, ``name``, ``river``, geometry (points)
+
+Bad input raises :class:`BasinsInputError` with the file, the row or field, and
+what to do about it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+
+from . import settings as st
+
+
+class BasinsInputError(ValueError):
+    """Input data that `basins` cannot use; the message says where and what to do."""
+
+
+LINE_TYPES = {"LineString", "MultiLineString"}
+POLYGON_TYPES = {"Polygon", "MultiPolygon"}
+
+
+# ---------------------------------------------------------------------------
+# generic layer reading
+# ---------------------------------------------------------------------------
+def _fix_text_encoding(gdf: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, str | None]:
+    """Repair text read as Latin-1 when it was really UTF-8 or GBK.
+
+    A shapefile without a ``.cpg`` file is read by GDAL as Latin-1. Chinese text
+    then arrives as mojibake; re-encode to bytes and decode as UTF-8, then GBK.
+    """
+    obj_cols = [c for c in gdf.columns if c != gdf.geometry.name and gdf[c].dtype == object]
+    if not obj_cols:
+        return gdf, None
+    values = [v for c in obj_cols for v in gdf[c].dropna() if isinstance(v, str)]
+    if not values or not any(any(0x80 <= ord(ch) <= 0xFF for ch in v) for v in values):
+        return gdf, None
+    if any(ord(ch) > 0xFF for v in values for ch in v):
+        return gdf, None  # real Unicode already: nothing to repair
+    for enc in ("utf-8", "gbk", "gb18030"):
+        try:
+            for v in values:
+                v.encode("latin-1").decode(enc)
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            continue
+        out = gdf.copy()
+        for c in obj_cols:
+            out[c] = out[c].map(
+                lambda v, e=enc: v.encode("latin-1").decode(e) if isinstance(v, str) else v
+            )
+        return out, enc
+    return gdf, None
+
+
+def read_layer(
+    path: str | os.PathLike,
+    layer: str | None = None,
+    encoding: str | None = None,
+    crs: str | None = None,
+) -> gpd.GeoDataFrame:
+    """Read any OGR vector layer, checking that it is usable.
+
+    Parameters
+    ----------
+    path
+        File to read (GeoPackage, shapefile, GeoJSON, ...).
+    layer
+        Layer name for multi-layer files.
+    encoding
+        Text encoding of attribute fields; by default taken from the file, and for
+        a shapefile without ``.cpg`` detected among UTF-8 and GBK.
+    crs
+        CRS to assume when the file has none (e.g. ``"EPSG:4326"``).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        With ``attrs["source"]`` set to the path (and layer) and
+        ``attrs["encoding"]`` to a detected encoding, if any.
+
+    Raises
+    ------
+    BasinsInputError
+        Missing or unreadable file, empty layer, no CRS, coordinates that cannot be
+        in the stated CRS.
+    """
+    p = Path(path)
+    source = f"{p}" + (f" (layer {layer})" if layer else "")
+    if not p.exists():
+        raise BasinsInputError(f"{source}: file not found. Check the path.")
+    if p.is_file() and p.stat().st_size == 0:
+        raise BasinsInputError(f"{source}: the file is empty (0 bytes). Export the layer again.")
+    kwargs: dict = {}
+    if layer is not None:
+        kwargs["layer"] = layer
+    if encoding is not None:
+        kwargs["encoding"] = encoding
+    try:
+        gdf = pyogrio.read_dataframe(p, **kwargs)
+    except Exception as exc:  # pyogrio raises several DataSourceError subclasses
+        raise BasinsInputError(
+            f"{source}: cannot be read as a vector layer ({exc}). "
+            "The file may be truncated or not a GIS format; export it again."
+        ) from exc
+    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry.name not in gdf:
+        raise BasinsInputError(f"{source}: has no geometry column; it is not a spatial layer.")
+    if len(gdf) == 0:
+        raise BasinsInputError(f"{source}: the layer has no features.")
+    detected = None
+    if encoding is None and p.suffix.lower() == ".shp" and not p.with_suffix(".cpg").exists():
+        gdf, detected = _fix_text_encoding(gdf)
+    if gdf.crs is None:
+        if crs is None:
+            raise BasinsInputError(
+                f"{source}: has no coordinate reference system (no .prj or CRS). "
+                "Pass the CRS it is in, e.g. --crs EPSG:4326, or fix the file."
+            )
+        gdf = gdf.set_crs(crs)
+    check_coordinates(gdf, source)
+    gdf.attrs["source"] = source
+    gdf.attrs["encoding"] = detected
+    return gdf
+
+
+def check_coordinates(gdf: gpd.GeoDataFrame, source: str) -> None:
+    """Raise if the coordinates cannot be in the layer's CRS.
+
+    Projected metres labelled as degrees are the usual culprit.
+    """
+    geoms = gdf.geometry.values
+    ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    if not ok.any():
+        return
+    coords = shapely.get_coordinates(geoms[ok])
+    if not np.isfinite(coords).all():
+        bad = int(np.flatnonzero(~np.isfinite(coords).all(axis=1))[0])
+        raise BasinsInputError(
+            f"{source}: coordinates contain NaN or infinite values (vertex {bad}). "
+            "Repair or drop those features."
+        )
+    if gdf.crs is not None and gdf.crs.is_geographic:
+        xmin, ymin = coords.min(axis=0)
+        xmax, ymax = coords.max(axis=0)
+        if xmin < -180 or xmax > 180 or ymin < -90 or ymax > 90:
+            raise BasinsInputError(
+                f"{source}: CRS {gdf.crs.to_string()} is in degrees but coordinates reach "
+                f"x {xmin:.0f}..{xmax:.0f}, y {ymin:.0f}..{ymax:.0f}. These look like projected "
+                "metres labelled as degrees: give the real CRS with --crs."
+            )
+
+
+def _require_fields(gdf: gpd.GeoDataFrame, fields: dict[str, str | None]) -> None:
+    missing = {opt: f for opt, f in fields.items() if f is not None and f not in gdf.columns}
+    if missing:
+        have = ", ".join(c for c in gdf.columns if c != gdf.geometry.name)
+        parts = "; ".join(f"{opt} {f!r}" for opt, f in missing.items())
+        raise BasinsInputError(
+            f"{gdf.attrs.get('source', 'layer')}: field(s) not found: {parts}. "
+            f"Available fields: {have}."
+        )
+
+
+def _geom_types(gdf: gpd.GeoDataFrame) -> pd.Series:
+    g = gdf.geometry
+    return g.geom_type.where(~(g.isna() | g.is_empty), None)
+
+
+# ---------------------------------------------------------------------------
+# rivers
+# ---------------------------------------------------------------------------
+def rivers_from_gdf(
+    gdf: gpd.GeoDataFrame, river_name: str | None = None, source: str | None = None
+) -> gpd.GeoDataFrame:
+    """Put a river line layer into the `basins` river schema.
+
+    Rows are kept one to one with the input (``source_row`` is the input row
+    number), so that every input feature can be accounted for in the QA table.
+    Non-line rows are kept; :func:`basins.network.reaches_from_rivers` flags them.
+
+    Raises
+    ------
+    BasinsInputError
+        If the field is missing or the layer holds no lines at all.
+    """
+    source = source or gdf.attrs.get("source", "rivers")
+    gdf = gdf.copy()
+    gdf.attrs["source"] = source
+    _require_fields(gdf, {"--river-name": river_name})
+    types = _geom_types(gdf)
+    if not types.isin(LINE_TYPES).any():
+        found = ", ".join(sorted(str(t) for t in types.dropna().unique())) or "no geometry"
+        raise BasinsInputError(
+            f"{source}: expected river lines but found {found}. Give the river line layer "
+            "(LineString), not points or polygons."
+        )
+    if river_name is not None:
+        names = gdf[river_name].astype("string").fillna("").str.strip()
+    else:
+        names = pd.Series([""] * len(gdf), index=gdf.index, dtype="string")
+    out = gpd.GeoDataFrame(
+        {
+            "reach_id": [f"R{i}" for i in range(len(gdf))],
+            "river": names.to_numpy(dtype=object),
+            "source": source,
+            "source_row": np.arange(len(gdf)),
+        },
+        geometry=gdf.geometry.values,
+        crs=gdf.crs,
+    )
+    extra = [c for c in ("GBCODE", "gbcode", "layer") if c in gdf.columns]
+    for c in extra:
+        out[c.lower()] = gdf[c].to_numpy()
+    out.attrs["source"] = source
+    return out
+
+
+def read_rivers(
+    path: str | os.PathLike,
+    river_name: str | None = None,
+    layer: str | None = None,
+    crs: str | None = None,
+    encoding: str | None = None,
+) -> gpd.GeoDataFrame:
+    """Read a river line layer into the river schema (see :func:`rivers_from_gdf`)."""
+    return rivers_from_gdf(read_layer(path, layer, encoding, crs), river_name)
+
+
+# ---------------------------------------------------------------------------
+# counties
+# ---------------------------------------------------------------------------
+def counties_from_gdf(
+    gdf: gpd.GeoDataFrame,
+    county_id: str,
+    county_name: str,
+    city: str,
+    province: str,
+    source: str | None = None,
+) -> gpd.GeoDataFrame:
+    """Put a county polygon layer into the `basins` county schema.
+
+    Invalid polygons are repaired (``make_valid``) and flagged in the column
+    ``qa``; empty ones are kept with a flag so that they are accounted for.
+
+    Raises
+    ------
+    BasinsInputError
+        Missing field, duplicate or empty county ids, no polygons at all.
+    """
+    source = source or gdf.attrs.get("source", "counties")
+    gdf = gdf.copy()
+    gdf.attrs["source"] = source
+    _require_fields(
+        gdf, {"--county-id": county_id, "--county-name": county_name, "--city": city,
+              "--province": province}
+    )
+    types = _geom_types(gdf)
+    if not types.isin(POLYGON_TYPES).any():
+        found = ", ".join(sorted(str(t) for t in types.dropna().unique())) or "no geometry"
+        raise BasinsInputError(
+            f"{source}: expected county polygons but found {found}. Give the county polygon layer."
+        )
+    ids = gdf[county_id].astype("string").str.strip()
+    blank = ids.isna() | (ids == "")
+    if blank.any():
+        rows = ", ".join(str(i) for i in np.flatnonzero(blank.to_numpy())[:10])
+        raise BasinsInputError(
+            f"{source}: field {county_id!r} is empty in row(s) {rows}. Every county needs an id."
+        )
+    dup = ids[ids.duplicated(keep=False)]
+    if len(dup):
+        listing = "; ".join(
+            f"{v!r} in rows {', '.join(str(r) for r in np.flatnonzero((ids == v).to_numpy()))}"
+            for v in sorted(dup.unique())[:10]
+        )
+        raise BasinsInputError(
+            f"{source}: duplicate county ids in field {county_id!r}: {listing}. "
+            "Ids must be unique (dissolve the parts of one county first)."
+        )
+    geoms = gdf.geometry.values.copy()
+    qa = np.array([""] * len(gdf), dtype=object)
+    missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    qa[missing] = "empty geometry: not used"
+    wrong = ~missing & ~types.isin(POLYGON_TYPES).to_numpy()
+    qa[wrong] = "not a polygon: not used"
+    invalid = ~missing & ~wrong & ~shapely.is_valid(geoms)
+    if invalid.any():
+        fixed = shapely.make_valid(geoms[invalid])
+        # make_valid may return collections; keep the polygonal part
+        fixed = np.array(
+            [g if g.geom_type in POLYGON_TYPES else shapely.union_all(
+                [p for p in getattr(g, "geoms", [g]) if p.geom_type in POLYGON_TYPES])
+             for g in fixed], dtype=object)
+        geoms[invalid] = fixed
+        qa[invalid] = "invalid geometry repaired (make_valid)"
+    geoms[missing | wrong] = None
+    out = gpd.GeoDataFrame(
+        {
+            "county_id": ids.to_numpy(dtype=object),
+            "county": gdf[county_name].astype("string").fillna("").to_numpy(dtype=object),
+            "city": gdf[city].astype("string").fillna("").to_numpy(dtype=object),
+            "province": gdf[province].astype("string").fillna("").to_numpy(dtype=object),
+            "qa": qa,
+        },
+        geometry=gpd.GeoSeries(geoms, crs=gdf.crs).values,
+        crs=gdf.crs,
+    )
+    out.attrs["source"] = source
+    return out
+
+
+def read_counties(
+    path: str | os.PathLike,
+    county_id: str,
+    county_name: str,
+    city: str,
+    province: str,
+    layer: str | None = None,
+    crs: str | None = None,
+    encoding: str | None = None,
+) -> gpd.GeoDataFrame:
+    """Read a county polygon layer into the county schema (see :func:`counties_from_gdf`)."""
+    return counties_from_gdf(
+        read_layer(path, layer, encoding, crs), county_id, county_name, city, province
+    )
+
+
+# ---------------------------------------------------------------------------
+# points (monitoring stations, outlets)
+# ---------------------------------------------------------------------------
+def points_from_gdf(
+    gdf: gpd.GeoDataFrame, name: str | None = None, river_name: str | None = None
+) -> gpd.GeoDataFrame:
+    """Put a point layer (monitoring stations or outlets) into the point schema."""
+    source = gdf.attrs.get("source", "points")
+    _require_fields(gdf, {"--point-name": name, "--river-name": river_name})
+    types = _geom_types(gdf)
+    bad = ~types.isin({"Point"})
+    if bad.any():
+        rows = ", ".join(str(i) for i in np.flatnonzero(bad.to_numpy())[:10])
+        raise BasinsInputError(
+            f"{source}: row(s) {rows} are not single points (found "
+            f"{', '.join(sorted(str(t) for t in types[bad].unique()))}). Give one point per station."
+        )
+    out = gpd.GeoDataFrame(
+        {
+            "point_id": [f"P{i}" for i in range(len(gdf))],
+            "name": (gdf[name].astype("string").fillna("") if name else "").to_numpy(dtype=object)
+            if name else np.array([f"P{i}" for i in range(len(gdf))], dtype=object),
+            "river": gdf[river_name].astype("string").fillna("").to_numpy(dtype=object)
+            if river_name else np.array([""] * len(gdf), dtype=object),
+        },
+        geometry=gdf.geometry.values,
+        crs=gdf.crs,
+    )
+    out.attrs["source"] = source
+    return out
+
+
+def read_points(
+    path: str | os.PathLike,
+    name: str | None = None,
+    river_name: str | None = None,
+    layer: str | None = None,
+    crs: str | None = None,
+) -> gpd.GeoDataFrame:
+    """Read a point layer into the point schema (see :func:`points_from_gdf`)."""
+    return points_from_gdf(read_layer(path, layer, None, crs), name, river_name)
+
+
+# ---------------------------------------------------------------------------
+# DEM
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dem:
+    """A regular longitude/latitude elevation grid (metres), sampled bilinearly.
+
+    Attributes
+    ----------
+    lon, lat
+        Cell-centre coordinates, each strictly increasing.
+    z
+        Elevations, shape ``(len(lat), len(lon))``; NaN where unknown.
+    source
+        Where the grid came from (for reports).
+    """
+
+    lon: np.ndarray
+    lat: np.ndarray
+    z: np.ndarray
+    source: str = "dem"
+
+    def sample(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """Elevation at the given WGS84 positions; NaN outside the grid."""
+        from scipy.interpolate import RegularGridInterpolator
+
+        f = RegularGridInterpolator(
+            (self.lat, self.lon), self.z, method="linear", bounds_error=False, fill_value=np.nan
+        )
+        return f(np.column_stack([np.asarray(lat, float), np.asarray(lon, float)]))
+
+    def subset(self, bounds: tuple[float, float, float, float], margin: float = 0.5) -> "Dem":
+        """The part of the grid covering ``bounds`` (lon/lat) plus a margin in degrees."""
+        xmin, ymin, xmax, ymax = bounds
+        i = (self.lon >= xmin - margin) & (self.lon <= xmax + margin)
+        j = (self.lat >= ymin - margin) & (self.lat <= ymax + margin)
+        return Dem(self.lon[i], self.lat[j], self.z[np.ix_(j, i)], self.source)
+
+
+def _dem_from_arrays(lon, lat, z, source: str) -> Dem:
+    lon = np.asarray(lon, float)
+    lat = np.asarray(lat, float)
+    z = np.asarray(z, float)
+    if z.shape != (len(lat), len(lon)):
+        raise BasinsInputError(
+            f"{source}: elevation grid has shape {z.shape}, expected (lat, lon) = "
+            f"({len(lat)}, {len(lon)})."
+        )
+    if lon[0] > lon[-1]:
+        lon, z = lon[::-1], z[:, ::-1]
+    if lat[0] > lat[-1]:
+        lat, z = lat[::-1], z[::-1, :]
+    return Dem(lon, lat, z, source)
+
+
+def read_dem(path: str | os.PathLike) -> Dem:
+    """Read a DEM in WGS84 longitude/latitude.
+
+    Formats: ``.npz`` with arrays ``lon``, ``lat``, ``z`` (what `basins` embeds),
+    NetCDF ``.nc`` with variables ``lon``, ``lat`` and one 2-D elevation variable
+    (needs ``h5netcdf``), and GeoTIFF (needs ``rasterio``).
+    """
+    p = Path(path)
+    src = str(p)
+    if not p.exists():
+        raise BasinsInputError(f"{src}: DEM file not found.")
+    suffix = p.suffix.lower()
+    if suffix == ".npz":
+        with np.load(p) as d:
+            missing = {"lon", "lat", "z"} - set(d.files)
+            if missing:
+                raise BasinsInputError(f"{src}: DEM .npz lacks arrays {sorted(missing)}.")
+            z = d["z"].astype(float)
+            if d["z"].dtype == np.int16:
+                z[d["z"] == np.iinfo(np.int16).min] = np.nan  # nodata of embedded DEMs
+            return _dem_from_arrays(d["lon"], d["lat"], z, src)
+    if suffix in (".nc", ".nc4", ".netcdf"):
+        try:
+            import h5netcdf
+        except ImportError as exc:
+            raise BasinsInputError(
+                f"{src}: reading NetCDF needs h5netcdf and h5py (pip install h5netcdf h5py)."
+            ) from exc
+        with h5netcdf.File(p, "r") as f:
+            names = list(f.variables)
+            lon_name = next((n for n in names if n.lower() in ("lon", "longitude", "x")), None)
+            lat_name = next((n for n in names if n.lower() in ("lat", "latitude", "y")), None)
+            zs = [n for n in names if len(f.variables[n].shape) == 2]
+            if not (lon_name and lat_name and zs):
+                raise BasinsInputError(
+                    f"{src}: NetCDF needs lon, lat and a 2-D elevation variable; found {names}."
+                )
+            return _dem_from_arrays(f.variables[lon_name][:], f.variables[lat_name][:],
+                                    f.variables[zs[0]][:], src)
+    if suffix in (".tif", ".tiff"):
+        try:
+            import rasterio
+        except ImportError as exc:
+            raise BasinsInputError(f"{src}: reading GeoTIFF needs rasterio (pip install rasterio).") from exc
+        with rasterio.open(p) as r:
+            if r.crs is None or not r.crs.is_geographic:
+                raise BasinsInputError(f"{src}: GeoTIFF DEM must be in longitude/latitude degrees.")
+            z = r.read(1, masked=True).filled(np.nan).astype(float)
+            t = r.transform
+            lon = t.c + t.a * (np.arange(r.width) + 0.5)
+            lat = t.f + t.e * (np.arange(r.height) + 0.5)
+            return _dem_from_arrays(lon, lat, z, src)
+    raise BasinsInputError(f"{src}: unknown DEM format {suffix!r}; use .npz, .nc or .tif.")
+
+
+# ---------------------------------------------------------------------------
+# CRS helpers
+# ---------------------------------------------------------------------------
+def analysis_crs_for(*layers: gpd.GeoDataFrame) -> str:
+    """An equal-area Albers CRS (metres) centred on the layers' joint extent.
+
+    Deterministic for given data, so that reruns produce identical results.
+    """
+    bounds = []
+    for g in layers:
+        if g is None or len(g) == 0:
+            continue
+        b = g.to_crs(st.OUTPUT_CRS).total_bounds
+        if np.isfinite(b).all():
+            bounds.append(b)
+    if not bounds:
+        raise BasinsInputError("no features with coordinates: nothing to analyse.")
+    b = np.array(bounds)
+    xmin, ymin = b[:, 0].min(), b[:, 1].min()
+    xmax, ymax = b[:, 2].max(), b[:, 3].max()
+    lon0 = round((xmin + xmax) / 2, 1)
+    lat0 = round((ymin + ymax) / 2, 1)
+    span = max(ymax - ymin, 1.0)
+    lat1 = round(ymin + span / 6, 1)
+    lat2 = round(ymax - span / 6, 1)
+    if math.isclose(lat1, lat2):
+        lat2 = lat1 + 1.0
+    return (
+        f"+proj=aea +lat_0={lat0} +lon_0={lon0} +lat_1={lat1} +lat_2={lat2} "
+        "+x_0=0 +y_0=0 +datum=WGS84 +units=m +no_defs"
+    )

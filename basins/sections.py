@@ -1,0 +1,697 @@
+"""Discover every cross-boundary section (断面) on a directed flow graph.
+
+How it works
+------------
+1. The flow graph is cut into *chains*: maximal runs of reaches between
+   confluences, bifurcations and network ends.
+2. Each chain is sampled every ``sample_step_m``. A sample lies in county A when A
+   is the only county within ``boundary_tolerance_m``; it lies on the border A|B
+   when A and B are the two nearest counties within the tolerance; it lies
+   outside when no county is that close.
+3. Consecutive samples with one label form *runs*. Runs shorter than
+   ``min_run_m`` (in a county) or ``min_boundary_run_m`` (along a border) are
+   absorbed by their neighbours, so a river crossing a border, or meandering over
+   it, yields one section.
+4. A section is every change of label downstream, inside a chain or across a
+   node: ``crossing`` (A → B), ``joins_border`` (A → A|B), ``leaves_border``
+   (A|B → B) and ``border_change`` (A|B → A|C). A border side has two parties,
+   the left and right bank looking downstream, with shares 1/2 each.
+
+The result is a :class:`Discovery` holding the ``sections``, ``boundary_rivers``,
+``reaches`` and ``qa`` layers, the flow graph and the section graph for navigation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import geopandas as gpd
+import networkx as nx
+import numpy as np
+import pandas as pd
+import shapely
+from shapely.ops import substring
+
+from . import settings as st
+from .network import QA_COLUMNS, reaches_from_graph, sample_lines
+
+OUTSIDE = -1
+
+SECTION_COLUMNS = [
+    "section_id", "river", "kind", "level", "upstream_ids", "downstream_ids",
+    "upstream_names", "downstream_names", "upstream_shares", "downstream_shares",
+    "upstream_city", "downstream_city", "upstream_province", "downstream_province",
+    "reach_id", "flags", "geometry",
+]
+
+
+@dataclass
+class Run:
+    """A stretch of one chain with one label: a county, or a border pair."""
+
+    a: int  # county index, or OUTSIDE
+    b: int  # second county index for a border pair, else -1
+    start: float
+    end: float
+    left: int = -1  # for a pair: county on the left bank looking downstream
+    right: int = -1
+
+    @property
+    def is_pair(self) -> bool:
+        return self.b >= 0
+
+    @property
+    def label(self) -> tuple[int, int]:
+        return (self.a, self.b)
+
+    @property
+    def length(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class Chain:
+    """Reaches in flow order between two junctions or ends of the network."""
+
+    cid: int
+    u: str
+    v: str
+    reach_ids: list[str]
+    offsets: np.ndarray  # start distance of each reach along the chain
+    geometry: shapely.LineString
+    river: str
+    runs: list[Run] = field(default_factory=list)
+
+
+@dataclass
+class Discovery:
+    """Everything section discovery found.
+
+    Attributes
+    ----------
+    sections
+        One row per section (columns in :data:`SECTION_COLUMNS`), EPSG:4326.
+    boundary_rivers
+        Boundary stretches (界河) with ``left_ids``/``right_ids``, EPSG:4326.
+    reaches
+        Oriented reaches with orientation method and flags, EPSG:4326.
+    qa
+        One row per input reach and county: used, merged, excluded or flagged.
+    graph
+        The directed flow graph (analysis CRS).
+    section_graph
+        Directed graph of sections: an edge X → Y when Y is the next section
+        downstream of X.
+    """
+
+    sections: gpd.GeoDataFrame
+    boundary_rivers: gpd.GeoDataFrame
+    reaches: gpd.GeoDataFrame
+    qa: pd.DataFrame
+    graph: nx.MultiDiGraph
+    section_graph: nx.DiGraph
+    counties: gpd.GeoDataFrame
+    chains: list[Chain] = field(repr=False, default_factory=list)
+    _section_pos: dict = field(repr=False, default_factory=dict)
+
+    def downstream_sections(self, section_id: str) -> list[str]:
+        """The next sections downstream of ``section_id`` (several below a bifurcation)."""
+        return sorted(self.section_graph.successors(section_id))
+
+    def upstream_sections(self, section_id: str) -> list[str]:
+        """The sections immediately upstream of ``section_id``."""
+        return sorted(self.section_graph.predecessors(section_id))
+
+    def counties_draining_to(self, section_id: str) -> list[str]:
+        """Ids of the counties the river network passes through upstream of a section.
+
+        This is the set of counties whose rivers reach the section along the
+        network (a proxy for the catchment at the scale of the river layer).
+        """
+        cid, s, via = self._section_pos[section_id]
+        ids: set[int] = set()
+        chains_by_v: dict[str, list[Chain]] = defaultdict(list)
+        for c in self.chains:
+            chains_by_v[c.v].append(c)
+        start = [self.chains[via]] if via is not None else []
+        if via is None:
+            for r in self.chains[cid].runs:
+                if r.start < s:
+                    ids.update(x for x in (r.a, r.b) if x >= 0)
+            start = chains_by_v[self.chains[cid].u]
+        seen: set[int] = set()
+        stack = list(start)
+        while stack:
+            c = stack.pop()
+            if c.cid in seen:
+                continue
+            seen.add(c.cid)
+            for r in c.runs:
+                ids.update(x for x in (r.a, r.b) if x >= 0)
+            stack.extend(chains_by_v[c.u])
+        return sorted(self.counties.county_id.iloc[list(ids)].tolist())
+
+
+# ---------------------------------------------------------------------------
+# chains
+# ---------------------------------------------------------------------------
+def chains_from_graph(G: nx.MultiDiGraph) -> list[Chain]:
+    """Cut the flow graph into chains between junctions and ends."""
+    indeg = dict(G.in_degree())
+    outdeg = dict(G.out_degree())
+
+    def through(n):
+        return indeg[n] == 1 and outdeg[n] == 1
+
+    used: set[str] = set()
+    chains: list[Chain] = []
+    edges = sorted(G.edges(keys=True), key=lambda e: e[2])
+
+    def walk(u, v, k):
+        reach_ids, geoms, rivers = [k], [G.edges[u, v, k]["geometry"]], [G.edges[u, v, k]["river"]]
+        used.add(k)
+        start = u
+        while through(v):
+            (nu, nv, nk), = G.out_edges(v, keys=True)
+            if nk in used:
+                break
+            used.add(nk)
+            reach_ids.append(nk)
+            geoms.append(G.edges[nu, nv, nk]["geometry"])
+            rivers.append(G.edges[nu, nv, nk]["river"])
+            v = nv
+        lengths = np.array([g.length for g in geoms])
+        offsets = np.concatenate([[0.0], np.cumsum(lengths)[:-1]])
+        coords = [shapely.get_coordinates(geoms[0])]
+        coords += [shapely.get_coordinates(g)[1:] for g in geoms[1:]]
+        line = shapely.linestrings(np.vstack(coords))
+        named = [r for r in rivers if r]
+        river = max(set(named), key=lambda r: (named.count(r), r)) if named else ""
+        chains.append(Chain(len(chains), start, v, reach_ids, offsets, line, river))
+
+    for u, v, k in edges:
+        if k not in used and not through(u):
+            walk(u, v, k)
+    for u, v, k in edges:  # closed loops of through-nodes
+        if k not in used:
+            walk(u, v, k)
+    return chains
+
+
+# ---------------------------------------------------------------------------
+# labelling
+# ---------------------------------------------------------------------------
+def _label_samples(pts: np.ndarray, counties: np.ndarray, tol: float):
+    """Nearest and second-nearest county within ``tol`` of each point (-1 when none)."""
+    tree = shapely.STRtree(counties)
+    pi, ci = tree.query(pts, predicate="dwithin", distance=tol)
+    d = shapely.distance(pts[pi], counties[ci])
+    order = np.lexsort((ci, d, pi))
+    pi, ci, d = pi[order], ci[order], d[order]
+    first = np.full(len(pts), -1)
+    second = np.full(len(pts), -1)
+    if len(pi):
+        starts = np.flatnonzero(np.r_[True, pi[1:] != pi[:-1]])
+        first[pi[starts]] = ci[starts]
+        nxt = starts + 1
+        ok = (nxt < len(pi))
+        ok[ok] = pi[nxt[ok]] == pi[starts[ok]]
+        second[pi[starts[ok]]] = ci[nxt[ok]]
+    a = np.where(second >= 0, np.minimum(first, second), first)
+    b = np.where(second >= 0, np.maximum(first, second), -1)
+    return a, b
+
+
+def _side_votes(pts, tangents, a, b, counties, tol) -> np.ndarray:
+    """Positive where county ``a`` lies to the left of the flow direction."""
+    normal = np.column_stack([-tangents[:, 1], tangents[:, 0]])
+    xy = shapely.get_coordinates(pts)
+    lp = shapely.points(xy + normal * tol)
+    rp = shapely.points(xy - normal * tol)
+    ga, gb = counties[a], counties[b]
+    d1 = shapely.distance(lp, ga) + shapely.distance(rp, gb)  # a left, b right
+    d2 = shapely.distance(lp, gb) + shapely.distance(rp, ga)
+    return d2 - d1
+
+
+def _runs_for_chains(chains, counties_g, settings):
+    geoms = np.array([c.geometry for c in chains], dtype=object)
+    if len(geoms) == 0:
+        return
+    step = settings.sample_step_m
+    pts, li, dist = sample_lines(geoms, step)
+    a, b = _label_samples(pts, counties_g, settings.boundary_tolerance_m)
+    # tangents for pair samples (for left/right bank)
+    pair = b >= 0
+    if pair.any():
+        ahead = shapely.line_interpolate_point(geoms[li[pair]], dist[pair] + step / 2)
+        back = shapely.line_interpolate_point(geoms[li[pair]], dist[pair] - step / 2)
+        t = shapely.get_coordinates(ahead) - shapely.get_coordinates(back)
+        norm = np.linalg.norm(t, axis=1)
+        norm[norm == 0] = 1.0
+        votes = np.zeros(len(pts))
+        votes[pair] = _side_votes(pts[pair], t / norm[:, None], a[pair], b[pair], counties_g,
+                                  settings.boundary_tolerance_m)
+    else:
+        votes = np.zeros(len(pts))
+    brk = np.flatnonzero(np.r_[True, (li[1:] != li[:-1]) | (a[1:] != a[:-1]) | (b[1:] != b[:-1])])
+    ends = np.r_[brk[1:], len(pts)]
+    vote_sum = np.add.reduceat(votes, brk) if len(brk) else np.zeros(0)
+    per_chain: dict[int, list] = defaultdict(list)
+    for s0, e0, v in zip(brk, ends, vote_sum):
+        per_chain[int(li[s0])].append((int(a[s0]), int(b[s0]), s0, e0 - 1, float(v)))
+    for c in chains:
+        raw = per_chain[c.cid]
+        runs = []
+        L = c.geometry.length
+        for k, (ra, rb, s0, e1, v) in enumerate(raw):
+            start = 0.0 if k == 0 else (dist[s0 - 1] + dist[s0]) / 2
+            end = L if k == len(raw) - 1 else (dist[e1] + dist[e1 + 1]) / 2
+            run = Run(ra, rb, start, end)
+            if rb >= 0:
+                run.left, run.right = (ra, rb) if v >= 0 else (rb, ra)
+            runs.append(run)
+        c.runs = _smooth(runs, settings)
+
+
+def _short(r: Run, settings) -> bool:
+    return r.length < (settings.min_boundary_run_m if r.is_pair else settings.min_run_m)
+
+
+def _merge_equal(runs: list[Run]) -> list[Run]:
+    out: list[Run] = []
+    for r in runs:
+        if out and out[-1].label == r.label:
+            prev = out[-1]
+            if r.is_pair:  # keep the bank assignment of the longer part
+                if r.length > prev.length:
+                    prev.left, prev.right = r.left, r.right
+            prev.end = r.end
+        else:
+            out.append(Run(r.a, r.b, r.start, r.end, r.left, r.right))
+    return out
+
+
+def _smooth(runs: list[Run], settings) -> list[Run]:
+    """Absorb short runs into their neighbours (meanders, grazes, crossings)."""
+    runs = _merge_equal(runs)
+    while len(runs) > 1:
+        short = [i for i, r in enumerate(runs) if _short(r, settings)]
+        if not short:
+            break
+        i = min(short, key=lambda k: (runs[k].length, k))
+        r = runs[i]
+        if i == 0:
+            runs[1].start = r.start
+            del runs[0]
+        elif i == len(runs) - 1:
+            runs[-2].end = r.end
+            del runs[-1]
+        else:
+            prev, nxt = runs[i - 1], runs[i + 1]
+            if prev.label == nxt.label:
+                prev.end = r.end
+            else:
+                mid = (r.start + r.end) / 2
+                prev.end = mid
+                nxt.start = mid
+            del runs[i]
+        runs = _merge_equal(runs)
+    return runs
+
+
+def _smooth_network(chains: list[Chain], settings) -> None:
+    """A chain too short to hold its own label takes its neighbours' label."""
+    by_u: dict[str, list[Chain]] = defaultdict(list)
+    by_v: dict[str, list[Chain]] = defaultdict(list)
+    for c in chains:
+        by_u[c.u].append(c)
+        by_v[c.v].append(c)
+    for c in chains:
+        if len(c.runs) != 1 or not _short(c.runs[0], settings):
+            continue
+        r = c.runs[0]
+        down = {d.runs[0].label for d in by_u[c.v] if d.runs}
+        up = {p.runs[-1].label for p in by_v[c.u] if p.runs}
+        if r.label in down or r.label in up:
+            continue
+        src = None
+        if len(down) == 1:
+            src = next(d.runs[0] for d in by_u[c.v] if d.runs)
+        elif len(up) == 1:
+            src = next(p.runs[-1] for p in by_v[c.u] if p.runs)
+        if src is not None:
+            c.runs = [Run(src.a, src.b, r.start, r.end, src.left, src.right)]
+
+
+# ---------------------------------------------------------------------------
+# sections
+# ---------------------------------------------------------------------------
+def _side(run: Run) -> list[int]:
+    return [run.left, run.right] if run.is_pair else [run.a]
+
+
+def _kind(up: Run, down: Run) -> str:
+    if up.is_pair and down.is_pair:
+        return "border_change"
+    if up.is_pair:
+        return "leaves_border"
+    if down.is_pair:
+        return "joins_border"
+    return "crossing"
+
+
+def _level(idx: list[int], counties: gpd.GeoDataFrame) -> str:
+    prov = set(counties.province.iloc[idx])
+    city = set(counties.city.iloc[idx])
+    if len(prov) > 1:
+        return "province"
+    if len(city) > 1:
+        return "city"
+    return "county"
+
+
+def _reach_at(chain: Chain, s: float) -> str:
+    k = int(np.searchsorted(chain.offsets, s, side="right") - 1)
+    return chain.reach_ids[max(k, 0)]
+
+
+def sections_from_graph(
+    G: nx.MultiDiGraph,
+    counties: gpd.GeoDataFrame,
+    settings: st.Settings = st.DEFAULT,
+    qa: pd.DataFrame | None = None,
+) -> Discovery:
+    """Find every cross-boundary section on a flow graph.
+
+    Parameters
+    ----------
+    G
+        Directed flow graph from :func:`basins.network.graph_from_reaches`.
+    counties
+        County layer in the county schema (:func:`basins.read.counties_from_gdf`).
+    settings
+        Tolerances.
+    qa
+        QA rows from :func:`basins.network.reaches_from_rivers`, completed here with
+        orientation flags and county rows.
+
+    Returns
+    -------
+    Discovery
+    """
+    crs = G.graph["crs"]
+    cty = counties.to_crs(crs).reset_index(drop=True)
+    usable = ~(cty.geometry.isna() | cty.geometry.is_empty).to_numpy()
+    cty_used = cty[usable].reset_index(drop=True)
+    cg = cty_used.geometry.values
+    chains = chains_from_graph(G)
+    _runs_for_chains(chains, cg, settings)
+    _smooth_network(chains, settings)
+
+    edge_flags = {d["reach_id"]: d["orientation_flag"] for _, _, d in G.edges(data=True)}
+    rows = []
+    pos: dict[str, tuple] = {}
+
+    def add(chain: Chain, s: float, up: Run, down: Run, river: str, node: str | None, via):
+        up_ids, down_ids = _side(up), _side(down)
+        parties = up_ids + down_ids
+        pt = chain.geometry.interpolate(s)
+        reach_id = _reach_at(chain, s) if node is None else chain.reach_ids[0]
+        flag = edge_flags.get(reach_id, "")
+        if via is not None:
+            flag = flag or edge_flags.get(chains[via].reach_ids[-1], "")
+        rows.append(dict(
+            _chain=chain.cid, _s=s, _via=via, river=river, kind=_kind(up, down),
+            level=_level(parties, cty_used), _up=up_ids, _down=down_ids,
+            reach_id=reach_id, flags=flag, geometry=pt,
+        ))
+
+    for c in chains:
+        for r1, r2 in zip(c.runs[:-1], c.runs[1:]):
+            if r1.a == OUTSIDE or r2.a == OUTSIDE:
+                continue
+            add(c, r2.start, r1, r2, c.river, None, None)
+    by_u: dict[str, list[Chain]] = defaultdict(list)
+    for c in chains:
+        by_u[c.u].append(c)
+    seen_node = set()
+    for ci in chains:
+        for co in by_u[ci.v]:
+            if not ci.runs or not co.runs:
+                continue
+            r1, r2 = ci.runs[-1], co.runs[0]
+            if r1.label == r2.label or r1.a == OUTSIDE or r2.a == OUTSIDE:
+                continue
+            key = (ci.v, r1.label, r2.label, co.cid)
+            if key in seen_node:
+                continue
+            seen_node.add(key)
+            add(co, 0.0, r1, r2, ci.river or co.river, ci.v, ci.cid)
+
+    sections = _sections_frame(rows, cty_used, crs)
+    for r, sid in zip(rows, sections["_rowid_sid"]):
+        pos[sid] = (r["_chain"], r["_s"], r["_via"])
+    sections = sections.drop(columns="_rowid_sid")
+    order = sections.assign(_lv=sections.level.map({k: i for i, k in enumerate(st.LEVELS)}))
+    sections = order.sort_values(["_lv", "river", "section_id"]).drop(columns="_lv")
+    sections = sections.reset_index(drop=True)
+    boundary = _boundary_frame(chains, cty_used, crs)
+    section_graph = _section_graph(chains, pos)
+    reaches = reaches_from_graph(G).to_crs(st.OUTPUT_CRS)
+    qa_full = _qa_frame(qa, reaches, sections, cty, usable, counties)
+    return Discovery(
+        sections=sections, boundary_rivers=boundary, reaches=reaches, qa=qa_full, graph=G,
+        section_graph=section_graph, counties=cty_used, chains=chains, _section_pos=pos,
+    )
+
+
+def _join(values) -> str:
+    return st.SEP.join(str(v) for v in values)
+
+
+def _sections_frame(rows, cty, crs) -> gpd.GeoDataFrame:
+    if not rows:
+        empty = gpd.GeoDataFrame(columns=SECTION_COLUMNS + ["_rowid_sid"], geometry="geometry",
+                                 crs=st.OUTPUT_CRS)
+        return empty
+    pts = gpd.GeoSeries([r["geometry"] for r in rows], crs=crs).to_crs(st.OUTPUT_CRS)
+    ids = cty.county_id.to_numpy()
+    names = cty.county.to_numpy()
+    city = cty.city.to_numpy()
+    prov = cty.province.to_numpy()
+    recs = []
+    used: dict[str, int] = {}
+    for r, p in zip(rows, pts):
+        up, down = r["_up"], r["_down"]
+        share_up = "1" if len(up) == 1 else _join(["0.5"] * len(up))
+        share_down = "1" if len(down) == 1 else _join(["0.5"] * len(down))
+        key = f"{r['river']}|{r['kind']}|{_join(ids[up])}|{_join(ids[down])}|{p.x:.3f}|{p.y:.3f}"
+        sid = "S" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
+        if sid in used:  # same parties at the same place on two chains: keep both, stably
+            used[sid] += 1
+            sid = f"{sid}-{used[sid]}"
+        else:
+            used[sid] = 1
+        recs.append(dict(
+            section_id=sid, river=r["river"], kind=r["kind"], level=r["level"],
+            upstream_ids=_join(ids[up]), downstream_ids=_join(ids[down]),
+            upstream_names=_join(names[up]), downstream_names=_join(names[down]),
+            upstream_shares=share_up, downstream_shares=share_down,
+            upstream_city=_join(city[up]), downstream_city=_join(city[down]),
+            upstream_province=_join(prov[up]), downstream_province=_join(prov[down]),
+            reach_id=r["reach_id"], flags=r["flags"], geometry=p, _rowid_sid=sid,
+        ))
+    return gpd.GeoDataFrame(recs, columns=SECTION_COLUMNS + ["_rowid_sid"], geometry="geometry",
+                            crs=st.OUTPUT_CRS)
+
+
+def _boundary_frame(chains: list[Chain], cty, crs) -> gpd.GeoDataFrame:
+    """Boundary stretches: pair runs merged across nodes when the banks stay the same."""
+    pieces = []
+    for c in chains:
+        for k, r in enumerate(c.runs):
+            if r.is_pair:
+                pieces.append((c, k, r))
+    parent = list(range(len(pieces)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    last_of = {(c.cid): i for i, (c, k, r) in enumerate(pieces) if k == len(c.runs) - 1}
+    first_of = {(c.cid): i for i, (c, k, r) in enumerate(pieces) if k == 0}
+    by_u = defaultdict(list)
+    for c in chains:
+        by_u[c.u].append(c)
+    for c in chains:
+        if c.cid not in last_of:
+            continue
+        i = last_of[c.cid]
+        for d in by_u[c.v]:
+            j = first_of.get(d.cid)
+            if j is not None and (pieces[i][2].left, pieces[i][2].right) == \
+                    (pieces[j][2].left, pieces[j][2].right):
+                parent[find(j)] = find(i)
+    groups = defaultdict(list)
+    for i in range(len(pieces)):
+        groups[find(i)].append(i)
+    ids, names = cty.county_id.to_numpy(), cty.county.to_numpy()
+    recs, geoms = [], []
+    for members in groups.values():
+        c0, _, r0 = pieces[members[0]]
+        parts = [substring(pieces[i][0].geometry, pieces[i][2].start, pieces[i][2].end)
+                 for i in members]
+        geom = shapely.line_merge(shapely.multilinestrings(parts)) if len(parts) > 1 else parts[0]
+        length = sum(p.length for p in parts)
+        lv = _level([r0.left, r0.right], cty)
+        recs.append(dict(
+            river=c0.river, left_ids=ids[r0.left], right_ids=ids[r0.right],
+            left_names=names[r0.left], right_names=names[r0.right], level=lv,
+            length_km=round(length / 1000.0, 3), shares="0.5|0.5",
+        ))
+        geoms.append(geom)
+    if not recs:
+        return gpd.GeoDataFrame(
+            columns=["stretch_id", "river", "left_ids", "right_ids", "left_names", "right_names",
+                     "level", "length_km", "shares", "geometry"], geometry="geometry",
+            crs=st.OUTPUT_CRS)
+    gdf = gpd.GeoDataFrame(recs, geometry=gpd.GeoSeries(geoms, crs=crs).values, crs=crs)
+    gdf = gdf.to_crs(st.OUTPUT_CRS)
+    rep = gdf.geometry.representative_point()
+    gdf.insert(0, "stretch_id", [
+        "B" + hashlib.sha1(f"{r}|{l}|{rt}|{p.x:.3f}|{p.y:.3f}".encode()).hexdigest()[:10]
+        for r, l, rt, p in zip(gdf.river, gdf.left_ids, gdf.right_ids, rep)])
+    return gdf.sort_values(["river", "stretch_id"]).reset_index(drop=True)
+
+
+def _section_graph(chains: list[Chain], pos: dict[str, tuple]) -> nx.DiGraph:
+    """Link each section to the next section(s) downstream along the flow graph."""
+    on_chain: dict[int, list[tuple[float, str]]] = defaultdict(list)
+    at_node: dict[tuple[int, int], list[str]] = defaultdict(list)  # (via chain, out chain)
+    for sid, (cid, s, via) in pos.items():
+        if via is None:
+            on_chain[cid].append((s, sid))
+        else:
+            at_node[(via, cid)].append(sid)
+    for v in on_chain.values():
+        v.sort()
+    by_u: dict[str, list[Chain]] = defaultdict(list)
+    for c in chains:
+        by_u[c.u].append(c)
+
+    def after(cid: int, s: float, seen: set) -> list[str]:
+        for s2, sid in on_chain.get(cid, []):
+            if s2 > s:
+                return [sid]
+        out: list[str] = []
+        for d in by_u[chains[cid].v]:
+            node_secs = at_node.get((cid, d.cid))
+            if node_secs:
+                out.extend(node_secs)
+            elif d.cid not in seen:
+                seen.add(d.cid)
+                out.extend(after(d.cid, -1.0, seen))
+        return out
+
+    SG = nx.DiGraph()
+    SG.add_nodes_from(pos)
+    for sid, (cid, s, via) in pos.items():
+        for nxt in after(cid, s if via is None else -1.0, {cid}):
+            if nxt != sid:
+                SG.add_edge(sid, nxt)
+    return SG
+
+
+def _qa_frame(qa, reaches, sections, cty, usable, counties_in) -> pd.DataFrame:
+    rows = [] if qa is None else qa.to_dict("records")
+    # orientation flags onto the input rows that produced flagged reaches
+    flagged = reaches[reaches.orientation_flag != ""]
+    by_row = flagged.groupby("source_row")["orientation_flag"].agg(
+        lambda s: "; ".join(sorted(set(s))))
+    for r in rows:
+        if r["layer"] == "rivers" and r["status"] == "used" and r["source_row"] in by_row.index:
+            r["status"] = "flagged"
+            r["reason"] = "; ".join(x for x in (r["reason"], by_row[r["source_row"]]) if x)
+    source = counties_in.attrs.get("source", "counties")
+    party = defaultdict(int)
+    for col in ("upstream_ids", "downstream_ids"):
+        for v in sections[col]:
+            for cid in str(v).split(st.SEP):
+                party[cid] += 1
+    for i, (cid, q, ok) in enumerate(zip(cty.county_id, cty.qa, usable)):
+        if not ok:
+            rows.append(dict(layer="counties", feature_id=cid, source=source, source_row=i,
+                             status="excluded", reason=q or "no geometry"))
+            continue
+        n = party.get(str(cid), 0)
+        reason = f"party to {n} section(s)" if n else "no cross-boundary river"
+        if q:
+            reason = f"{q}; {reason}"
+        rows.append(dict(layer="counties", feature_id=cid, source=source, source_row=i,
+                         status="flagged" if q else "used", reason=reason))
+    return pd.DataFrame(rows, columns=QA_COLUMNS)
+
+
+# ---------------------------------------------------------------------------
+# monitoring points
+# ---------------------------------------------------------------------------
+def snap_points_to_sections(
+    points: gpd.GeoDataFrame,
+    sections: gpd.GeoDataFrame,
+    settings: st.Settings = st.DEFAULT,
+    crs: str | None = None,
+) -> gpd.GeoDataFrame:
+    """Match official monitoring points to discovered sections.
+
+    A point matches the nearest section within ``monitoring_snap_m``; when both
+    the point and the section carry a river name they must agree (a name that
+    contains the other counts, e.g. 黄河 and 黄河(下游)).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The points with ``section_id``, ``distance_m`` and ``status``
+        (``matched`` or why nothing matched).
+    """
+    from .read import analysis_crs_for
+
+    crs = crs or analysis_crs_for(points, sections)
+    p = points.to_crs(crs)
+    s = sections.to_crs(crs)
+    out = points.copy()
+    out["section_id"] = ""
+    out["distance_m"] = np.nan
+    out["status"] = ""
+    if len(s) == 0:
+        out["status"] = "no sections discovered"
+        return out
+    tree = shapely.STRtree(s.geometry.values)
+    pi, si = tree.query(p.geometry.values, predicate="dwithin", distance=settings.monitoring_snap_m)
+    d = shapely.distance(p.geometry.values[pi], s.geometry.values[si])
+    cand = pd.DataFrame({"p": pi, "s": si, "d": d}).sort_values(["p", "d", "s"])
+    for i in range(len(p)):
+        c = cand[cand.p == i]
+        if c.empty:
+            out.iloc[i, out.columns.get_loc("status")] = (
+                f"no section within {settings.monitoring_snap_m:.0f} m")
+            continue
+        pr = str(p.river.iat[i]) if "river" in p else ""
+        best = None
+        for _, row in c.iterrows():
+            sr = str(s.river.iat[int(row.s)])
+            if not pr or not sr or pr in sr or sr in pr:
+                best = row
+                break
+        if best is None:
+            out.iloc[i, out.columns.get_loc("status")] = (
+                f"sections nearby are on other rivers than {pr!r}")
+            continue
+        out.iloc[i, out.columns.get_loc("section_id")] = s.section_id.iat[int(best.s)]
+        out.iloc[i, out.columns.get_loc("distance_m")] = round(float(best.d), 1)
+        out.iloc[i, out.columns.get_loc("status")] = "matched"
+    return out
