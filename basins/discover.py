@@ -61,7 +61,8 @@ def discover(
     say("cleaning and noding reaches")
     reaches, qa = reaches_from_rivers(rivers, crs, water, settings)
     say("orienting the flow graph")
-    G = graph_from_reaches(reaches, counties.to_crs(crs), orientation, dem, outlets, settings)
+    G = graph_from_reaches(reaches, counties.to_crs(crs), orientation, dem, outlets, settings,
+                           water)
     say("discovering sections")
     return sections_from_graph(G, counties, settings, qa)
 

@@ -475,6 +475,7 @@ def graph_from_reaches(
     dem: Dem | None = None,
     outlets: gpd.GeoDataFrame | None = None,
     settings: st.Settings = st.DEFAULT,
+    water: gpd.GeoDataFrame | None = None,
 ) -> nx.MultiDiGraph:
     """Orient noded reaches into a directed flow graph.
 
@@ -493,11 +494,14 @@ def graph_from_reaches(
         User-given outlet points; a network with one near it uses only those.
     settings
         Tolerances.
+    water
+        Optional lake polygons: a network end on a lake shore is a candidate outlet
+        (a river flowing into a lake), like an end at the coast or study edge.
 
     Returns
     -------
     networkx.MultiDiGraph
-        Nodes: ``x``, ``y``, ``end`` (``edge``/``inland``/``""``), ``outlet``,
+        Nodes: ``x``, ``y``, ``end`` (``edge``/``lake``/``inland``/``""``), ``outlet``,
         ``elevation`` (NaN without DEM). Edges (keyed by ``reach_id``), pointing
         downstream: ``geometry``, ``length``, ``river``, ``source_row``,
         ``orientation`` (strategy that set it), ``orientation_flag`` (why it is
@@ -529,6 +533,14 @@ def graph_from_reaches(
     t_idx = np.flatnonzero(terminal)
     at_edge = _edge_ends(xy[t_idx], counties.to_crs(crs), settings.edge_tolerance_m)
     end_kind[t_idx] = np.where(at_edge, "edge", "inland")
+    if water is not None and len(water):
+        lakes = shapely.make_valid(water.to_crs(crs).geometry.values)
+        lakes = lakes[~shapely.is_empty(lakes)]
+        inl = t_idx[~at_edge]
+        if len(inl) and len(lakes):
+            hit, _ = shapely.STRtree(lakes).query(shapely.points(xy[inl]), predicate="dwithin",
+                                                  distance=settings.edge_tolerance_m)
+            end_kind[inl[np.unique(hit)]] = "lake"
     elev = np.full(len(nodes), np.nan)
     if dem is not None:
         lonlat = gpd.GeoSeries(shapely.points(xy), crs=crs).to_crs(st.OUTPUT_CRS)
@@ -552,7 +564,7 @@ def graph_from_reaches(
         if user_out[members].any():
             is_outlet[members[user_out[members]]] = True
             continue
-        ends = members[end_kind[members] == "edge"]
+        ends = members[np.isin(end_kind[members], ("edge", "lake"))]
         if strategy == "dem":
             z = elev[ends]
             inland = members[end_kind[members] == "inland"]
@@ -578,7 +590,8 @@ def graph_from_reaches(
             if len(ends) > 1:
                 comp_flag[c] = ""  # divide edges get flagged individually below
         else:
-            comp_flag[c] = "no outlet found (no network end at the coast or study edge): as digitised"
+            comp_flag[c] = ("no outlet found (no network end at the coast, a lake or the study "
+                            "edge): as digitised")
     flags = np.array([""] * len(reaches), dtype=object)
     method = np.array([strategy] * len(reaches), dtype=object)
     forward = np.ones(len(reaches), bool)

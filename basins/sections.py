@@ -273,11 +273,22 @@ def _runs_for_chains(chains, counties_g, settings):
             if rb >= 0:
                 run.left, run.right = (ra, rb) if v >= 0 else (rb, ra)
             runs.append(run)
-        c.runs = _smooth(runs, settings)
+        c.runs = _smooth(runs, settings, c.geometry)
 
 
-def _short(r: Run, settings) -> bool:
-    return r.length < (settings.min_boundary_run_m if r.is_pair else settings.min_run_m)
+def _extent(r: Run, line) -> float:
+    """Straight-line distance between the ends of a run (its reach over the ground).
+
+    Measuring runs this way, not along the river, makes a river that meanders
+    back and forth over one border count as a short run however long its path.
+    """
+    if line is None:
+        return r.length
+    return line.interpolate(r.start).distance(line.interpolate(r.end))
+
+
+def _short(r: Run, settings, line=None) -> bool:
+    return _extent(r, line) < (settings.min_boundary_run_m if r.is_pair else settings.min_run_m)
 
 
 def _merge_equal(runs: list[Run]) -> list[Run]:
@@ -294,14 +305,14 @@ def _merge_equal(runs: list[Run]) -> list[Run]:
     return out
 
 
-def _smooth(runs: list[Run], settings) -> list[Run]:
+def _smooth(runs: list[Run], settings, line=None) -> list[Run]:
     """Absorb short runs into their neighbours (meanders, grazes, crossings)."""
     runs = _merge_equal(runs)
     while len(runs) > 1:
-        short = [i for i, r in enumerate(runs) if _short(r, settings)]
+        short = [i for i, r in enumerate(runs) if _short(r, settings, line)]
         if not short:
             break
-        i = min(short, key=lambda k: (runs[k].length, k))
+        i = min(short, key=lambda k: (_extent(runs[k], line), k))
         r = runs[i]
         if i == 0:
             runs[1].start = r.start
@@ -330,7 +341,7 @@ def _smooth_network(chains: list[Chain], settings) -> None:
         by_u[c.u].append(c)
         by_v[c.v].append(c)
     for c in chains:
-        if len(c.runs) != 1 or not _short(c.runs[0], settings):
+        if len(c.runs) != 1 or not _short(c.runs[0], settings, c.geometry):
             continue
         r = c.runs[0]
         down = {d.runs[0].label for d in by_u[c.v] if d.runs}

@@ -33,9 +33,10 @@ class Settings:
         (1 mm at 1:4M is 4 km on the ground).
     min_boundary_run_m
         A stretch along a border shorter than this is not a boundary river: the
-        river merely crosses (or grazes) the border there. This is what makes a
-        river that meanders back and forth over one border within a short
-        distance yield one section, not ten.
+        river merely crosses (or grazes) the border there. Lengths of stretches
+        are measured as the straight-line distance between their ends, not along
+        the river: this is what makes a river that meanders back and forth over
+        one border within a short distance yield one section, not ten.
     min_run_m
         A stretch inside one county (or outside every county) shorter than this,
         between two other stretches, is absorbed by its neighbours.
