@@ -44,7 +44,8 @@ def _fix_text_encoding(gdf: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, str | N
     A shapefile without a ``.cpg`` file is read by GDAL as Latin-1. Chinese text
     then arrives as mojibake; re-encode to bytes and decode as UTF-8, then GBK.
     """
-    obj_cols = [c for c in gdf.columns if c != gdf.geometry.name and gdf[c].dtype == object]
+    obj_cols = [c for c in gdf.columns if c != gdf.geometry.name
+                and (gdf[c].dtype == object or pd.api.types.is_string_dtype(gdf[c]))]
     if not obj_cols:
         return gdf, None
     values = [v for c in obj_cols for v in gdf[c].dropna() if isinstance(v, str)]

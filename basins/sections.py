@@ -163,7 +163,11 @@ def chains_from_graph(G: nx.MultiDiGraph) -> list[Chain]:
     outdeg = dict(G.out_degree())
 
     def through(n):
-        return indeg[n] == 1 and outdeg[n] == 1
+        if indeg[n] != 1 or outdeg[n] != 1:
+            return False
+        (_, _, a), = G.in_edges(n, data="river")
+        (_, _, b), = G.out_edges(n, data="river")
+        return a == b  # a change of river name starts a new chain
 
     used: set[str] = set()
     chains: list[Chain] = []

@@ -40,6 +40,7 @@ class SyntheticBasin:
     rivers: gpd.GeoDataFrame
     truth: pd.DataFrame  # kind, river, upstream_ids, downstream_ids, level, x, y (CRS metres)
     outlet: shapely.Point
+    downstream_county: dict[str, str]  # the dendritic tree: county id -> next county downstream
 
 
 def _cell_of_lattice(rows: int, cols: int):
@@ -252,7 +253,8 @@ def make_basin(
     rivers = gpd.GeoDataFrame({"NAME": [nm for nm, _ in lines]}, geometry=geoms, crs=CRS)
     truth_df = pd.DataFrame(truth, columns=["kind", "river", "upstream_ids", "downstream_ids",
                                             "level", "x", "y"])
-    return SyntheticBasin(counties, rivers, truth_df, shapely.Point(out_pt))
+    tree = {str(ids[k]): str(ids[p]) for k, p in parent.items() if p >= 0}
+    return SyntheticBasin(counties, rivers, truth_df, shapely.Point(out_pt), tree)
 
 
 def _cells_at(v, cells) -> list[int]:

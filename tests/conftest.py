@@ -1,0 +1,41 @@
+"""Shared fixtures: the embedded real regions are discovered once per session."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from basins.data import load_region
+from basins.discover import discover
+from basins.read import counties_from_gdf, rivers_from_gdf
+from basins.synthetic import make_basin
+
+
+@functools.lru_cache(maxsize=None)
+def region_result(name: str):
+    reg = load_region(name)
+    return reg, discover(reg.rivers, reg.counties, reg.water, reg.dem)
+
+
+@pytest.fixture(scope="session")
+def shandong():
+    return region_result("shandong")
+
+
+@pytest.fixture(scope="session")
+def jiangxi():
+    return region_result("jiangxi")
+
+
+def discover_synthetic(basin, **kw):
+    """Run discovery on a SYNTHETIC basin (test data, not real)."""
+    riv = rivers_from_gdf(basin.rivers, "NAME")
+    cty = counties_from_gdf(basin.counties, "county_id", "county", "city", "province")
+    return discover(riv, cty, **kw)
+
+
+@pytest.fixture(scope="session")
+def synthetic_basic():
+    basin = make_basin(seed=7, n_boundary=0, n_meanders=0)
+    return basin, discover_synthetic(basin)

@@ -1,0 +1,123 @@
+"""CLI, output contract, determinism, atomic writes, snapping, map escaping."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import pyogrio
+import pytest
+import shapely
+from typer.testing import CliRunner
+
+from basins.cli import app
+from basins.discover import write_discovery
+from basins.maps import network_map
+from basins.read import counties_from_gdf, rivers_from_gdf
+from basins.sections import snap_points_to_sections
+from basins.synthetic import make_basin
+from conftest import discover_synthetic
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("in")
+    basin = make_basin(seed=4, rows=6, cols=6, n_boundary=1, n_meanders=1)
+    basin.rivers.rename(columns={"NAME": "rname"}).to_file(d / "rivers.shp")
+    basin.counties.rename(columns={"county_id": "code", "county": "name", "city": "shi",
+                                   "province": "sheng"}).to_file(d / "counties.geojson")
+    return basin, d
+
+
+def test_discover_with_files_writes_four_layers(files, tmp_path):
+    basin, d = files
+    out = tmp_path / "out.gpkg"
+    res = runner.invoke(app, [
+        "discover", "--rivers", str(d / "rivers.shp"), "--counties", str(d / "counties.geojson"),
+        "--county-id", "code", "--county-name", "name", "--city", "shi", "--province", "sheng",
+        "--river-name", "rname", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    layers = {name for name, _ in pyogrio.list_layers(out)}
+    assert layers == {"sections", "boundary_rivers", "reaches", "qa"}
+    s = gpd.read_file(out, layer="sections")
+    assert len(s) == len(basin.truth)
+    assert s.crs.to_epsg() == 4326
+    assert "sections" in res.output  # the summary table
+
+
+def test_discover_bad_field_exits_with_message(files, tmp_path):
+    _, d = files
+    res = runner.invoke(app, [
+        "discover", "--rivers", str(d / "rivers.shp"), "--counties", str(d / "counties.geojson"),
+        "--county-id", "nope", "--county-name", "name", "--city", "shi", "--province", "sheng",
+        "--out", str(tmp_path / "x.gpkg")])
+    assert res.exit_code == 2
+    assert "nope" in res.output and "Available fields" in res.output
+
+
+def test_discover_default_region(tmp_path):
+    out = tmp_path / "sd.gpkg"
+    res = runner.invoke(app, ["discover", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    s = gpd.read_file(out, layer="sections")
+    assert (s.river == "黄河").any()
+
+
+def test_rerun_is_identical_and_ids_stable(files, tmp_path):
+    basin, _ = files
+    a = discover_synthetic(basin)
+    b = discover_synthetic(basin)
+    assert a.sections.to_wkb().equals(b.sections.to_wkb())
+    pa, pb = write_discovery(a, tmp_path / "a.gpkg"), write_discovery(b, tmp_path / "b.gpkg")
+    for layer in ("sections", "boundary_rivers", "reaches", "qa"):
+        x = gpd.read_file(pa, layer=layer)
+        y = gpd.read_file(pb, layer=layer)
+        assert x.equals(y), layer
+
+
+def test_atomic_write_keeps_previous_output(files, tmp_path, monkeypatch):
+    basin, _ = files
+    res = discover_synthetic(basin)
+    out = write_discovery(res, tmp_path / "keep.gpkg")
+    before = out.read_bytes()
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(gpd.GeoDataFrame, "to_file", boom)
+    with pytest.raises(RuntimeError):
+        write_discovery(res, out)
+    assert out.read_bytes() == before
+    assert not list(tmp_path.glob(".basins-*"))
+
+
+def test_snap_monitoring_points(files):
+    basin, _ = files
+    res = discover_synthetic(basin)
+    s = res.sections.to_crs(basin.counties.crs)
+    first = s.iloc[0]
+    pts = gpd.GeoDataFrame(
+        {"name": ["bridge station", "wrong river", "nowhere"],
+         "river": [first.river, "Other river", ""]},
+        geometry=[shapely.Point(first.geometry.x + 800, first.geometry.y),
+                  shapely.Point(first.geometry.x + 800, first.geometry.y),
+                  shapely.Point(0, 0)], crs=basin.counties.crs)
+    out = snap_points_to_sections(pts, res.sections)
+    assert out.status.iloc[0] == "matched" and out.section_id.iloc[0] == first.section_id
+    assert 700 < out.distance_m.iloc[0] < 900
+    assert "other rivers" in out.status.iloc[1]
+    assert out.status.iloc[2].startswith("no section within")
+
+
+def test_map_escapes_names_from_data(tmp_path):
+    basin = make_basin(seed=4, rows=5, cols=5, n_boundary=0, n_meanders=0)
+    evil = "<img src=x onerror=alert(1)>"
+    c = basin.counties.copy()
+    c.loc[0, "county"] = evil
+    r = basin.rivers.copy()
+    r["NAME"] = "<script>alert(2)</script>"
+    res = discover_synthetic(type(basin)(c, r, basin.truth, basin.outlet, basin.downstream_county))
+    html = network_map(res).get_root().render()
+    assert evil not in html and "<script>alert(2)" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert html.count("basins-section") >= len(res.sections)

@@ -1,0 +1,164 @@
+"""Ground truth: on SYNTHETIC basins every true section is found with the right
+parties (banks in left|right order), kind and level, and nothing else is found."""
+
+from __future__ import annotations
+
+import numpy as np
+import shapely
+from hypothesis import HealthCheck, given, settings, strategies as hst
+
+from basins.synthetic import make_basin
+from conftest import discover_synthetic
+
+MATCH_M = 6000.0  # truth location vs found point: 2 × tolerance plus sampling
+
+
+def match(truth, sections):
+    """Pair truth rows with found sections; return (missing truth rows, spurious sections)."""
+    s = sections.to_crs(3857 if False else "EPSG:32650")
+    found: set = set()
+    missing = []
+    for _, t in truth.iterrows():
+        d = s.distance(shapely.Point(t.x, t.y))
+        m = s[(d < MATCH_M) & (s.kind == t.kind) & (s.upstream_ids == t.upstream_ids)
+              & (s.downstream_ids == t.downstream_ids) & (s.level == t.level)
+              & (s.river == t.river)]
+        m = m[~m.index.isin(found)]
+        if len(m) == 0:
+            missing.append(t.to_dict())
+        else:
+            found.add(m.index[0])
+    return missing, s.drop(index=list(found))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=hst.integers(0, 10**6), n_boundary=hst.integers(0, 2),
+       n_meanders=hst.integers(0, 3), reverse=hst.sampled_from([0.0, 0.5, 1.0]))
+def test_every_true_section_found_and_nothing_else(seed, n_boundary, n_meanders, reverse):
+    basin = make_basin(seed=seed, rows=7, cols=7, n_boundary=n_boundary, n_meanders=n_meanders,
+                       reverse_prob=reverse)
+    result = discover_synthetic(basin)
+    missing, spurious = match(basin.truth, result.sections)
+    assert not missing, f"missed {missing}"
+    assert spurious.empty, f"spurious {spurious[['kind', 'upstream_ids', 'downstream_ids']]}"
+
+
+def test_generator_places_every_kind():
+    basin = make_basin(seed=3, n_boundary=2, n_meanders=2)
+    kinds = set(basin.truth.kind)
+    assert kinds == {"crossing", "joins_border", "leaves_border", "border_change"}
+    assert set(basin.truth.level) >= {"county", "city"}
+
+
+def test_meander_over_one_border_is_one_section():
+    basin = make_basin(seed=11, n_boundary=0, n_meanders=4)
+    straight = make_basin(seed=11, n_boundary=0, n_meanders=0)
+    # the meandering rivers really cross their border several times
+    cty = basin.counties.set_index("county_id")
+    crossings = []
+    for _, t in basin.truth.iterrows():
+        border = cty.geometry[t.upstream_ids].boundary.intersection(
+            cty.geometry[t.downstream_ids].boundary)
+        n = 0
+        for line in basin.rivers.geometry:
+            hit = line.intersection(border)
+            n = max(n, len(shapely.get_parts(hit)) if not hit.is_empty else 0)
+        crossings.append(n)
+    assert max(crossings) >= 5
+    result = discover_synthetic(basin)
+    assert len(result.sections) == len(basin.truth) == len(straight.truth)
+
+
+def test_digitised_strategy_trusts_the_data(synthetic_basic):
+    """All lines drawn against the flow: 'digitised' follows them and gets every party
+    backwards, the default strategy reorients every reach."""
+    basin = make_basin(seed=7, n_boundary=0, n_meanders=0, reverse_prob=1.0)
+    auto = discover_synthetic(basin)
+    assert auto.reaches.reversed.all()
+    missing, spurious = match(basin.truth, auto.sections)
+    assert not missing and spurious.empty
+    dig = discover_synthetic(basin, orientation="digitised")
+    assert (dig.reaches.orientation == "digitised").all()
+    swapped = basin.truth.rename(columns={"upstream_ids": "downstream_ids",
+                                          "downstream_ids": "upstream_ids"})
+    missing, spurious = match(swapped, dig.sections)
+    assert not missing and spurious.empty
+
+
+def test_outlet_is_the_study_edge_end(synthetic_basic):
+    basin, result = synthetic_basic
+    G = result.graph
+    outlets = [n for n, d in G.nodes(data=True) if d["outlet"]]
+    assert len(outlets) == 1
+    assert G.out_degree(outlets[0]) == 0
+    # every node drains to the outlet
+    import networkx as nx
+    anc = nx.ancestors(G, outlets[0])
+    assert len(anc) == G.number_of_nodes() - 1
+    assert (result.reaches.orientation_flag == "").all()
+
+
+def test_user_outlet_overrides(synthetic_basic):
+    """Declaring a headwater as the outlet turns the flow around: parties swap."""
+    import geopandas as gpd
+    basin, result = synthetic_basic
+    G = result.graph
+    src = [n for n, d in G.nodes(data=True) if d["end"] == "inland"][0]
+    pt = gpd.GeoDataFrame(geometry=[shapely.Point(G.nodes[src]["x"], G.nodes[src]["y"])],
+                          crs=G.graph["crs"])
+    flipped = discover_synthetic(basin, outlets=pt)
+    assert flipped.graph.nodes[src]["outlet"]
+    assert flipped.graph.out_degree(src) == 0
+    assert set(zip(flipped.sections.upstream_ids, flipped.sections.downstream_ids)) != \
+        set(zip(result.sections.upstream_ids, result.sections.downstream_ids))
+
+
+def test_navigation_follows_the_tree(synthetic_basic):
+    basin, result = synthetic_basic
+    s = result.sections.set_index(["upstream_ids", "downstream_ids"])
+    tree = basin.downstream_county
+    checked = 0
+    for a, b in tree.items():
+        if b not in tree:
+            continue
+        here = s.loc[(a, b), "section_id"]
+        nxt = s.loc[(b, tree[b]), "section_id"]
+        assert result.downstream_sections(here) == [nxt]
+        assert here in result.upstream_sections(nxt)
+        # counties draining to the section a→b: a and everything upstream of a
+        up = {a}
+        changed = True
+        while changed:
+            new = {k for k, v in tree.items() if v in up} - up
+            up |= new
+            changed = bool(new)
+        assert set(result.counties_draining_to(here)) == up
+        checked += 1
+    assert checked > 10
+
+
+def test_levels_from_city_and_province(synthetic_basic):
+    basin, result = synthetic_basic
+    c = basin.counties.set_index("county_id")
+    for _, s in result.sections.iterrows():
+        ids = s.upstream_ids.split("|") + s.downstream_ids.split("|")
+        if c.province[ids].nunique() > 1:
+            assert s.level == "province"
+        elif c.city[ids].nunique() > 1:
+            assert s.level == "city"
+        else:
+            assert s.level == "county"
+    assert set(result.sections.level) == {"province", "city", "county"}
+
+
+def test_shares(synthetic_basic):
+    basin = make_basin(seed=5, n_boundary=2, n_meanders=0)
+    result = discover_synthetic(basin)
+    for _, s in result.sections.iterrows():
+        for ids, shares in ((s.upstream_ids, s.upstream_shares),
+                            (s.downstream_ids, s.downstream_shares)):
+            parts = [float(x) for x in shares.split("|")]
+            assert len(parts) == len(ids.split("|"))
+            assert np.isclose(sum(parts), 1.0)
+            assert parts == ([1.0] if len(parts) == 1 else [0.5, 0.5])
+    assert (result.sections.upstream_shares == "0.5|0.5").any()
