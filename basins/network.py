@@ -64,7 +64,26 @@ def sample_lines(geoms: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray
     starts = np.concatenate([[0], np.cumsum(n)[:-1]])
     k = np.arange(n.sum()) - np.repeat(starts, n)
     dist = k * np.repeat(lengths / (n - 1), n)
-    pts = shapely.line_interpolate_point(geoms[line_index], dist)
+    # vectorised interpolation along cumulative vertex distances (shapely's
+    # line_interpolate_point walks each line from its start for every sample)
+    coords, ci = shapely.get_coordinates(geoms, return_index=True)
+    seg = np.linalg.norm(np.diff(coords, axis=0), axis=1)
+    seg[ci[1:] != ci[:-1]] = 0.0
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    first = np.searchsorted(ci, np.arange(len(geoms)))
+    base = cum[first]  # cumulative distance at each line's first vertex
+    gap = np.arange(len(geoms)) * 1.0  # keeps lines apart in the global ordering
+    gcum = cum + gap[ci]
+    target = base[line_index] + gap[line_index] + dist
+    j = np.searchsorted(gcum, target, side="right") - 1
+    last = np.concatenate([first[1:], [len(coords)]]) - 1
+    j = np.clip(j, first[line_index], np.maximum(last[line_index] - 1, first[line_index]))
+    seglen = gcum[j + 1] - gcum[j] if len(coords) > 1 else np.zeros(len(j))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.clip(np.where(seglen > 0, (target - gcum[j]) / seglen, 0.0), 0.0, 1.0)
+    jn = np.minimum(j + 1, len(coords) - 1)
+    xy = coords[j] + (coords[jn] - coords[j]) * t[:, None]
+    pts = shapely.points(xy)
     return pts, line_index, dist
 
 
@@ -152,8 +171,8 @@ def reaches_from_rivers(
             first[norm[i]] = parts.reach_id.iat[i]
     # shore lines along water polygon outlines
     if water is not None and len(water):
-        wb = shapely.boundary(water.to_crs(crs).geometry.values)
-        wb = wb[~shapely.is_empty(wb)]
+        wb = shapely.boundary(shapely.make_valid(water.to_crs(crs).geometry.values))
+        wb = _segments(wb[~(shapely.is_missing(wb) | shapely.is_empty(wb))])
         idx = np.flatnonzero(alive)
         cover = _cover_share(g[idx], wb, settings.shore_tolerance_m, settings.sample_step_m)
         for i, c in zip(idx, cover):
@@ -243,7 +262,7 @@ def _centrelines(water, shores, kept_geoms, crs, settings):
     qa, rows = [], []
     shore_g = shores.geometry.values
     tree = shapely.STRtree(shore_g)
-    kept_tree = shapely.STRtree(kept_geoms) if len(kept_geoms) else None
+    kept_tree = shapely.STRtree(_segments(kept_geoms)) if len(kept_geoms) else None
     part_of = {}
     for k, poly in enumerate(merged):
         near = tree.query(poly.boundary, predicate="dwithin", distance=settings.shore_tolerance_m)
@@ -254,7 +273,8 @@ def _centrelines(water, shores, kept_geoms, crs, settings):
             for j in np.flatnonzero(shapely.intersects(geoms, poly)):
                 part_of.setdefault(int(j), []).append((k, rough_width, 0.0, ""))
             continue
-        path = _medial_path(poly, settings.centreline_step_m)
+        # outline spacing: fine enough for the narrowest river, coarser for wide ones
+        path = _medial_path(poly, max(settings.centreline_step_m, rough_width / 4))
         if path is None or path.length == 0:
             continue
         width = poly.area / path.length
@@ -265,7 +285,7 @@ def _centrelines(water, shores, kept_geoms, crs, settings):
         if width > settings.max_river_width_m:
             continue
         if kept_tree is not None:  # a centre line already exists in the river layer
-            share = _cover_share(np.array([path]), kept_geoms,
+            share = _cover_share(np.array([path]), kept_tree,
                                  settings.duplicate_tolerance_m, settings.sample_step_m)[0]
             if share >= 0.5:
                 continue
@@ -324,12 +344,25 @@ def _connectors(kept: gpd.GeoDataFrame, centre: gpd.GeoDataFrame, settings) -> g
     return gpd.GeoDataFrame(rows, columns=cols, geometry="geometry", crs=kept.crs)
 
 
-def _cover_share(lines: np.ndarray, targets: np.ndarray, tol: float, step: float) -> np.ndarray:
-    """Share of each line's sample points within ``tol`` of any target geometry."""
-    if len(lines) == 0 or len(targets) == 0:
+def _segments(geoms: np.ndarray) -> np.ndarray:
+    """Lines and rings cut into two-point segments (fast distance queries on long outlines)."""
+    lines = shapely.get_parts(shapely.line_merge(shapely.get_parts(geoms))) if len(geoms) else geoms
+    coords, idx = shapely.get_coordinates(lines, return_index=True)
+    same = idx[1:] == idx[:-1]
+    a, b = coords[:-1][same], coords[1:][same]
+    return shapely.linestrings(np.stack([a, b], axis=1))
+
+
+def _cover_share(lines: np.ndarray, targets, tol: float, step: float) -> np.ndarray:
+    """Share of each line's sample points within ``tol`` of any target geometry.
+
+    ``targets`` is an array of geometries or a prebuilt :class:`shapely.STRtree`.
+    """
+    n_t = len(targets.geometries) if isinstance(targets, shapely.STRtree) else len(targets)
+    if len(lines) == 0 or n_t == 0:
         return np.zeros(len(lines))
     pts, li, _ = sample_lines(lines, min(step, tol))
-    tree = shapely.STRtree(targets)
+    tree = targets if isinstance(targets, shapely.STRtree) else shapely.STRtree(targets)
     hit = np.zeros(len(pts), bool)
     pi, _ = tree.query(pts, predicate="dwithin", distance=tol)
     hit[pi] = True

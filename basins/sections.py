@@ -209,9 +209,26 @@ def chains_from_graph(G: nx.MultiDiGraph) -> list[Chain]:
 # ---------------------------------------------------------------------------
 def _label_samples(pts: np.ndarray, counties: np.ndarray, tol: float):
     """Nearest and second-nearest county within ``tol`` of each point (-1 when none)."""
-    tree = shapely.STRtree(counties)
-    pi, ci = tree.query(pts, predicate="dwithin", distance=tol)
-    d = shapely.distance(pts[pi], counties[ci])
+    # inside: distance 0; near: distance to the county's outline, cut into short
+    # segments so each distance is cheap (county outlines have thousands of vertices)
+    pin, cin = shapely.STRtree(counties).query(pts, predicate="intersects")
+    rings = shapely.get_parts(shapely.get_rings(shapely.get_parts(counties)))
+    owner_part = shapely.get_parts(counties, return_index=True)[1]
+    _, ring_part = shapely.get_rings(shapely.get_parts(counties), return_index=True)
+    coords, ridx = shapely.get_coordinates(rings, return_index=True)
+    same = ridx[1:] == ridx[:-1]
+    segs = shapely.linestrings(np.stack([coords[:-1][same], coords[1:][same]], axis=1))
+    seg_owner = owner_part[ring_part[ridx[:-1][same]]]
+    pj, sj = shapely.STRtree(segs).query(pts, predicate="dwithin", distance=tol)
+    dj = shapely.distance(pts[pj], segs[sj])
+    pi = np.concatenate([pin, pj])
+    ci = np.concatenate([cin, seg_owner[sj]])
+    d = np.concatenate([np.zeros(len(pin)), dj])
+    # one row per (point, county) with its smallest distance
+    order = np.lexsort((d, ci, pi))
+    pi, ci, d = pi[order], ci[order], d[order]
+    keep = np.r_[True, (pi[1:] != pi[:-1]) | (ci[1:] != ci[:-1])]
+    pi, ci, d = pi[keep], ci[keep], d[keep]
     order = np.lexsort((ci, d, pi))
     pi, ci, d = pi[order], ci[order], d[order]
     first = np.full(len(pts), -1)
