@@ -211,7 +211,8 @@ def _label_samples(pts: np.ndarray, counties: np.ndarray, tol: float):
     """Nearest and second-nearest county within ``tol`` of each point (-1 when none)."""
     # inside: distance 0; near: distance to the county's outline, cut into short
     # segments so each distance is cheap (county outlines have thousands of vertices)
-    pin, cin = shapely.STRtree(counties).query(pts, predicate="intersects")
+    # query polygons against a tree of points: each polygon is prepared once
+    cin, pin = shapely.STRtree(pts).query(counties, predicate="intersects")
     rings = shapely.get_parts(shapely.get_rings(shapely.get_parts(counties)))
     owner_part = shapely.get_parts(counties, return_index=True)[1]
     _, ring_part = shapely.get_rings(shapely.get_parts(counties), return_index=True)
@@ -267,9 +268,13 @@ def _runs_for_chains(chains, counties_g, settings):
     # tangents for pair samples (for left/right bank)
     pair = b >= 0
     if pair.any():
-        ahead = shapely.line_interpolate_point(geoms[li[pair]], dist[pair] + step / 2)
-        back = shapely.line_interpolate_point(geoms[li[pair]], dist[pair] - step / 2)
-        t = shapely.get_coordinates(ahead) - shapely.get_coordinates(back)
+        # tangent from the neighbouring samples of the same chain
+        xy = shapely.get_coordinates(pts)
+        idx = np.arange(len(pts))
+        prev = np.where((idx > 0) & (li[np.maximum(idx - 1, 0)] == li), idx - 1, idx)
+        nxt = np.where((idx < len(pts) - 1) & (li[np.minimum(idx + 1, len(pts) - 1)] == li),
+                       idx + 1, idx)
+        t = (xy[nxt] - xy[prev])[pair]
         norm = np.linalg.norm(t, axis=1)
         norm[norm == 0] = 1.0
         votes = np.zeros(len(pts))
@@ -438,7 +443,7 @@ def sections_from_graph(
     cty = counties.to_crs(crs).reset_index(drop=True)
     usable = ~(cty.geometry.isna() | cty.geometry.is_empty).to_numpy()
     cty_used = cty[usable].reset_index(drop=True)
-    cg = cty_used.geometry.values
+    cg = np.asarray(cty_used.geometry.array, dtype=object)  # plain array: no pandas ufunc path
     chains = chains_from_graph(G)
     _runs_for_chains(chains, cg, settings)
     _smooth_network(chains, settings)
