@@ -87,6 +87,11 @@ def sample_lines(geoms: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray
     return pts, line_index, dist
 
 
+def _arr(gdf) -> np.ndarray:
+    """Geometries as a plain object array (shapely on a GeometryArray goes through pandas)."""
+    return np.asarray(gdf.geometry.array, dtype=object)
+
+
 def _qa_row(layer, fid, source, row, status, reason) -> dict:
     return {"layer": layer, "feature_id": fid, "source": source, "source_row": row,
             "status": status, "reason": reason}
@@ -127,7 +132,7 @@ def reaches_from_rivers(
     source = rivers.attrs.get("source", "rivers")
     r = rivers.to_crs(crs)
     qa: dict[int, dict] = {}
-    geoms = r.geometry.values
+    geoms = _arr(r)
     types = np.array([None if g is None or g.is_empty else g.geom_type for g in geoms], dtype=object)
     for i in np.flatnonzero(pd.isna(types)):
         qa[i] = _qa_row("rivers", r.reach_id.iat[i], source, int(r.source_row.iat[i]),
@@ -145,10 +150,10 @@ def reaches_from_rivers(
     parts = parts.reset_index(drop=True)
     parts["reach_id"] = np.where(multi, parts.reach_id + "-" + part_no.astype(str), parts.reach_id)
     parts = parts[parts.geometry.geom_type == "LineString"].reset_index(drop=True)
-    parts["geometry"] = shapely.remove_repeated_points(parts.geometry.values, 0.0)
+    parts["geometry"] = shapely.remove_repeated_points(_arr(parts), 0.0)
     reasons: dict[str, str] = {}  # piece id -> exclusion reason
     statuses: dict[str, str] = {}
-    g = parts.geometry.values
+    g = _arr(parts)
     length = shapely.length(g)
     tiny = length < max(settings.snap_tolerance_m, 1.0)
     for rid in parts.reach_id[tiny]:
@@ -171,7 +176,7 @@ def reaches_from_rivers(
             first[norm[i]] = parts.reach_id.iat[i]
     # shore lines along water polygon outlines
     if water is not None and len(water):
-        wb = shapely.boundary(shapely.make_valid(water.to_crs(crs).geometry.values))
+        wb = shapely.boundary(shapely.make_valid(_arr(water.to_crs(crs))))
         wb = _segments(wb[~(shapely.is_missing(wb) | shapely.is_empty(wb))])
         idx = np.flatnonzero(alive)
         cover = _cover_share(g[idx], wb, settings.shore_tolerance_m, settings.sample_step_m)
@@ -256,11 +261,11 @@ def _centrelines(water, shores, kept_geoms, crs, settings):
         return empty, []
     source = water.attrs.get("source", "water")
     w = water.to_crs(crs)
-    geoms = shapely.make_valid(w.geometry.values)
+    geoms = shapely.make_valid(_arr(w))
     merged = shapely.get_parts(shapely.union_all(geoms[~shapely.is_empty(geoms)]))
     merged = merged[np.isin(shapely.get_type_id(merged), [3])]  # polygons
     qa, rows = [], []
-    shore_g = shores.geometry.values
+    shore_g = _arr(shores)
     tree = shapely.STRtree(shore_g)
     kept_tree = shapely.STRtree(_segments(kept_geoms)) if len(kept_geoms) else None
     part_of = {}
@@ -314,8 +319,8 @@ def _centrelines(water, shores, kept_geoms, crs, settings):
 
 def _connectors(kept: gpd.GeoDataFrame, centre: gpd.GeoDataFrame, settings) -> gpd.GeoDataFrame:
     """Join lines that end on the banks of a double-line river to its centre line."""
-    cg = centre.geometry.values
-    g = kept.geometry.values
+    cg = _arr(centre)
+    g = _arr(kept)
     is_centre = kept.reach_id.isin(centre.reach_id).to_numpy()
     ends = np.concatenate([shapely.get_point(g, 0), shapely.get_point(g, -1)])
     owner = np.concatenate([np.arange(len(g)), np.arange(len(g))])
@@ -413,7 +418,7 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
 def _node(reaches: gpd.GeoDataFrame, settings: st.Settings) -> gpd.GeoDataFrame:
     """Split reaches at T-junctions and snap nearby endpoints together."""
     tol = settings.snap_tolerance_m
-    g = reaches.geometry.values
+    g = _arr(reaches)
     if len(g) == 0:
         return reaches
     # 1. T-junctions: an endpoint near another reach's interior splits that reach
@@ -445,7 +450,7 @@ def _node(reaches: gpd.GeoDataFrame, settings: st.Settings) -> gpd.GeoDataFrame:
     out["reach_id"] = [r[1] for r in rows]
     out = out.set_geometry(gpd.GeoSeries([r[2] for r in rows], crs=reaches.crs).values)
     # 2. snap endpoints within tol into nodes
-    g = out.geometry.values
+    g = _arr(out)
     starts = shapely.get_coordinates(shapely.get_point(g, 0))
     stops = shapely.get_coordinates(shapely.get_point(g, -1))
     pts = np.vstack([starts, stops])
@@ -472,7 +477,7 @@ def _node(reaches: gpd.GeoDataFrame, settings: st.Settings) -> gpd.GeoDataFrame:
     out["v"] = keys[len(g):]
     degenerate = out.u == out.v
     if degenerate.any():  # both ends snapped together: a loop of one reach
-        out = out[~degenerate | (shapely.length(out.geometry.values) > 2 * tol)]
+        out = out[~degenerate | (shapely.length(_arr(out)) > 2 * tol)]
     return out.reset_index(drop=True)
 
 
@@ -492,7 +497,7 @@ def _edge_ends(xy: np.ndarray, counties: gpd.GeoDataFrame, tol: float) -> np.nda
     ang = np.linspace(0, 2 * np.pi, k, endpoint=False)
     ring = xy[:, None, :] + tol * np.stack([np.cos(ang), np.sin(ang)], axis=1)[None, :, :]
     probes = shapely.points(np.vstack([xy, ring.reshape(-1, 2)]))
-    tree = shapely.STRtree(counties.geometry.values[~counties.geometry.isna().to_numpy()])
+    tree = shapely.STRtree(_arr(counties)[~counties.geometry.isna().to_numpy()])
     hit = np.zeros(len(probes), bool)
     pi, _ = tree.query(probes, predicate="intersects")
     hit[pi] = True
@@ -555,7 +560,7 @@ def graph_from_reaches(
     nid = {k: i for i, k in enumerate(nodes)}
     ui = reaches.u.map(nid).to_numpy()
     vi = reaches.v.map(nid).to_numpy()
-    g = reaches.geometry.values
+    g = _arr(reaches)
     length = shapely.length(g)
     xy = np.zeros((len(nodes), 2))
     xy[ui] = shapely.get_coordinates(shapely.get_point(g, 0))
@@ -567,7 +572,7 @@ def graph_from_reaches(
     at_edge = _edge_ends(xy[t_idx], counties.to_crs(crs), settings.edge_tolerance_m)
     end_kind[t_idx] = np.where(at_edge, "edge", "inland")
     if water is not None and len(water):
-        lakes = shapely.make_valid(water.to_crs(crs).geometry.values)
+        lakes = shapely.make_valid(_arr(water.to_crs(crs)))
         lakes = lakes[~shapely.is_empty(lakes)]
         inl = t_idx[~at_edge]
         if len(inl) and len(lakes):
@@ -587,7 +592,7 @@ def graph_from_reaches(
     comp_flag = np.array([""] * ncomp, dtype=object)
     user_out = np.zeros(n, bool)
     if outlets is not None and len(outlets):
-        opts = shapely.get_coordinates(outlets.to_crs(crs).geometry.values)
+        opts = shapely.get_coordinates(_arr(outlets.to_crs(crs)))
         d, k = cKDTree(xy).query(opts)
         user_out[k[d <= settings.outlet_snap_m]] = True
     for c in range(ncomp):
