@@ -71,8 +71,12 @@ def write_discovery(result: Discovery, path: str | os.PathLike) -> Path:
     """Write layers ``sections``, ``boundary_rivers``, ``reaches`` and ``qa`` to a GeoPackage.
 
     The file is written next to the target and moved into place at the end, so a
-    failure halfway leaves any previous output intact.
+    failure halfway leaves any previous output intact. The GeoPackage timestamp is
+    pinned, so the same inputs give a byte-identical file.
     """
+    import pyogrio
+
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": "2000-01-01T00:00:00.000Z"})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(suffix=".gpkg", prefix=".basins-", dir=path.parent)

@@ -624,9 +624,7 @@ def graph_from_reaches(
                     comp_flag[c] = "outlet is an inland network end (terminal lake?) chosen by DEM"
                 continue
         if len(ends):
-            is_outlet[ends] = True
-            if len(ends) > 1:
-                comp_flag[c] = ""  # divide edges get flagged individually below
+            is_outlet[ends] = True  # with several, divide reaches are flagged below
         else:
             comp_flag[c] = ("no outlet found (no network end at the coast, a lake or the study "
                             "edge): as digitised")

@@ -360,7 +360,7 @@ def points_from_gdf(
     out = gpd.GeoDataFrame(
         {
             "point_id": [f"P{i}" for i in range(len(gdf))],
-            "name": (gdf[name].astype("string").fillna("") if name else "").to_numpy(dtype=object)
+            "name": gdf[name].astype("string").fillna("").to_numpy(dtype=object)
             if name else np.array([f"P{i}" for i in range(len(gdf))], dtype=object),
             "river": gdf[river_name].astype("string").fillna("").to_numpy(dtype=object)
             if river_name else np.array([""] * len(gdf), dtype=object),

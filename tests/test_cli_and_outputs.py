@@ -69,6 +69,7 @@ def test_rerun_is_identical_and_ids_stable(files, tmp_path):
     b = discover_synthetic(basin)
     assert a.sections.to_wkb().equals(b.sections.to_wkb())
     pa, pb = write_discovery(a, tmp_path / "a.gpkg"), write_discovery(b, tmp_path / "b.gpkg")
+    assert pa.read_bytes() == pb.read_bytes()
     for layer in ("sections", "boundary_rivers", "reaches", "qa"):
         x = gpd.read_file(pa, layer=layer)
         y = gpd.read_file(pb, layer=layer)

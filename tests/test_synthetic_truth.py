@@ -7,7 +7,7 @@ import numpy as np
 import shapely
 from hypothesis import HealthCheck, given, settings, strategies as hst
 
-from basins.synthetic import make_basin
+from basins.synthetic import CRS, make_basin
 from conftest import discover_synthetic
 
 MATCH_M = 6000.0  # truth location vs found point: 2 × tolerance plus sampling
@@ -15,7 +15,7 @@ MATCH_M = 6000.0  # truth location vs found point: 2 × tolerance plus sampling
 
 def match(truth, sections):
     """Pair truth rows with found sections; return (missing truth rows, spurious sections)."""
-    s = sections.to_crs(3857 if False else "EPSG:32650")
+    s = sections.to_crs(CRS)
     found: set = set()
     missing = []
     for _, t in truth.iterrows():
@@ -69,7 +69,7 @@ def test_meander_over_one_border_is_one_section():
     assert len(result.sections) == len(basin.truth) == len(straight.truth)
 
 
-def test_digitised_strategy_trusts_the_data(synthetic_basic):
+def test_digitised_strategy_trusts_the_data():
     """All lines drawn against the flow: 'digitised' follows them and gets every party
     backwards, the default strategy reorients every reach."""
     basin = make_basin(seed=7, n_boundary=0, n_meanders=0, reverse_prob=1.0)
@@ -151,7 +151,7 @@ def test_levels_from_city_and_province(synthetic_basic):
     assert set(result.sections.level) == {"province", "city", "county"}
 
 
-def test_shares(synthetic_basic):
+def test_shares():
     basin = make_basin(seed=5, n_boundary=2, n_meanders=0)
     result = discover_synthetic(basin)
     for _, s in result.sections.iterrows():
