@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -74,23 +73,8 @@ def write_discovery(result: Discovery, path: str | os.PathLike) -> Path:
     failure halfway leaves any previous output intact. The GeoPackage timestamp is
     pinned, so the same inputs give a byte-identical file.
     """
-    import pyogrio
+    from .output import write_gpkg
 
-    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": "2000-01-01T00:00:00.000Z"})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix=".gpkg", prefix=".basins-", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()
-    try:
-        result.sections.to_file(tmp, layer="sections", driver="GPKG")
-        result.boundary_rivers.to_file(tmp, layer="boundary_rivers", driver="GPKG")
-        result.reaches.to_file(tmp, layer="reaches", driver="GPKG")
-        qa = gpd.GeoDataFrame(result.qa.astype({"source_row": "int64"}), geometry=None)
-        qa.to_file(tmp, layer="qa", driver="GPKG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    qa = result.qa.astype({"source_row": "int64"})
+    return write_gpkg({"sections": result.sections, "boundary_rivers": result.boundary_rivers,
+                       "reaches": result.reaches, "qa": qa}, path)
