@@ -1,0 +1,251 @@
+"""Water quality classes after GB 3838-2002, single-factor (the worst indicator decides).
+
+Monitoring data arrive as a long table: ``section_id, date, indicator, value,
+unit`` (CSV or Excel). :func:`read_monitoring` checks units (mg/L, µg/L),
+rejects impossible values, duplicate months and unknown sections, with the
+file and row in the message. :func:`monthly_classes` and :func:`annual_classes`
+give the class per section and month or year; months without data are listed
+by :func:`missing_months` and handled as the policy template says.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+
+from .money import to_decimal
+from .read import BasinsInputError
+
+#: Classes from best to worst; 劣V is worse than V.
+CLASSES = ("I", "II", "III", "IV", "V", "劣V")
+RANK = {c: i + 1 for i, c in enumerate(CLASSES)}
+
+#: Limits in mg/L for classes I..V. ``kind`` "min": value must be at least the
+#: limit (DO); "max": at most. TP has separate river and lake limits; TN counts
+#: for lakes and reservoirs only (as in GB 3838-2002 Table 1 note).
+LIMITS: dict[str, dict] = {
+    "DO": {"kind": "min", "river": ("7.5", "6", "5", "3", "2")},
+    "CODMn": {"kind": "max", "river": ("2", "4", "6", "10", "15")},
+    "COD": {"kind": "max", "river": ("15", "15", "20", "30", "40")},
+    "BOD5": {"kind": "max", "river": ("3", "3", "4", "6", "10")},
+    "NH3-N": {"kind": "max", "river": ("0.15", "0.5", "1.0", "1.5", "2.0")},
+    "TP": {"kind": "max", "river": ("0.02", "0.1", "0.2", "0.3", "0.4"),
+           "lake": ("0.01", "0.025", "0.05", "0.1", "0.2")},
+    "TN": {"kind": "max", "lake": ("0.2", "0.5", "1.0", "1.5", "2.0")},
+}
+#: Values above these (mg/L) are physically implausible for surface water: rejected.
+PLAUSIBLE_MAX = {"DO": 25, "CODMn": 500, "COD": 5000, "BOD5": 2000, "NH3-N": 500, "TP": 100,
+                 "TN": 500}
+ALIASES = {
+    "DO": "DO", "溶解氧": "DO",
+    "CODMN": "CODMn", "高锰酸盐指数": "CODMn", "PI": "CODMn",
+    "COD": "COD", "CODCR": "COD", "化学需氧量": "COD",
+    "BOD5": "BOD5", "BOD": "BOD5", "五日生化需氧量": "BOD5",
+    "NH3-N": "NH3-N", "NH3N": "NH3-N", "NH4-N": "NH3-N", "氨氮": "NH3-N",
+    "TP": "TP", "总磷": "TP",
+    "TN": "TN", "总氮": "TN",
+}
+UNITS = {"mg/l": Decimal(1), "µg/l": Decimal("0.001"), "μg/l": Decimal("0.001"),
+         "ug/l": Decimal("0.001")}
+MONITORING_COLUMNS = ["section_id", "date", "indicator", "value", "unit"]
+
+
+def indicator_name(name: str) -> str:
+    """Canonical indicator name (``氨氮`` → ``NH3-N``); raises ``ValueError`` if unknown."""
+    key = re.sub(r"\s+", "", str(name)).upper().replace("₃", "3").replace("₅", "5")
+    key = ALIASES.get(key) or ALIASES.get(str(name).strip())
+    if key is None:
+        raise ValueError(f"unknown indicator {name!r}; known: {', '.join(LIMITS)}")
+    return key
+
+
+def class_of_value(indicator: str, value, water: str = "river") -> str | None:
+    """Class of one indicator value (mg/L); None when the indicator does not apply."""
+    spec = LIMITS[indicator_name(indicator)]
+    limits = spec.get(water) or (spec.get("river") if water == "lake" else None)
+    if limits is None:
+        return None
+    v = to_decimal(value)
+    for cls, lim in zip(CLASSES, limits):
+        if (v >= Decimal(lim)) if spec["kind"] == "min" else (v <= Decimal(lim)):
+            return cls
+    return "劣V"
+
+
+def classify(values: dict[str, object], water: str = "river") -> tuple[str, str]:
+    """Single-factor class of a set of indicator values and the indicator that decided it.
+
+    Returns
+    -------
+    (class, worst_indicator)
+        Ties are broken by the order of :data:`LIMITS` so the result is stable.
+    """
+    worst, which = None, ""
+    for ind in LIMITS:
+        if ind not in values or values[ind] is None:
+            continue
+        c = class_of_value(ind, values[ind], water)
+        if c is not None and (worst is None or RANK[c] > RANK[worst]):
+            worst, which = c, ind
+    if worst is None:
+        raise ValueError("no indicator that decides a class")
+    return worst, which
+
+
+def limit(indicator: str, cls: str, water: str = "river") -> Decimal:
+    """The limit of class ``cls`` (I–V) for an indicator, mg/L."""
+    spec = LIMITS[indicator_name(indicator)]
+    limits = spec.get(water) or spec.get("river") or spec.get("lake")
+    return Decimal(limits[RANK[cls] - 1])
+
+
+def better(a: str, b: str) -> int:
+    """Classes ``a`` better than ``b`` (positive), equal (0) or worse (negative)."""
+    return RANK[b] - RANK[a]
+
+
+# ---------------------------------------------------------------------------
+# reading monitoring data
+# ---------------------------------------------------------------------------
+def read_monitoring(path: str | os.PathLike, sections: set[str] | None = None) -> pd.DataFrame:
+    """Read and validate a long monitoring table (CSV or Excel).
+
+    Parameters
+    ----------
+    path
+        Columns ``section_id, date, indicator, value, unit`` (one sample per
+        section, month and indicator). ``#`` lines at the top are comments.
+    sections
+        Known section ids; a row naming another section is an error.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``section_id, month`` (``YYYY-MM``), ``indicator`` (canonical),
+        ``value_mg_l`` (Decimal, converted from µg/L where needed).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BasinsInputError(f"{path}: monitoring file not found.")
+    if path.suffix.lower() in (".xlsx", ".xls", ".xlsm"):
+        df = pd.read_excel(path, dtype=object)
+        first = 2
+    else:
+        text = path.read_bytes().decode("utf-8-sig", errors="strict")
+        lines = text.splitlines()
+        skip = 0
+        while skip < len(lines) and lines[skip].startswith("#"):
+            skip += 1
+        import io
+        df = pd.read_csv(io.StringIO("\n".join(lines[skip:])), dtype=str, keep_default_na=False)
+        first = 2 + skip
+    return monitoring_from_frame(df, str(path), sections, first)
+
+
+def monitoring_from_frame(df: pd.DataFrame, source: str = "<table>",
+                          sections: set[str] | None = None, first_row: int = 2) -> pd.DataFrame:
+    """Validate a monitoring table already in memory (see :func:`read_monitoring`)."""
+    missing = [c for c in MONITORING_COLUMNS if c not in df.columns]
+    if missing:
+        raise BasinsInputError(f"{source}: missing column(s) {missing}; a monitoring table has "
+                               f"{MONITORING_COLUMNS}.")
+    from .agreements import parse_date
+
+    out = []
+    seen: dict[tuple, int] = {}
+    for k, r in enumerate(df[MONITORING_COLUMNS].itertuples(index=False)):
+        row = first_row + k
+        where = f"{source}, row {row}"
+        sid = str(r.section_id).strip()
+        if not sid or sid == "nan":
+            raise BasinsInputError(f"{where}, field 'section_id': empty.")
+        if sections is not None and sid not in sections:
+            raise BasinsInputError(f"{where}, field 'section_id': unknown section {sid!r}; use "
+                                   "an id of the discovered sections (or snap the station first).")
+        try:
+            d = parse_date(r.date)
+        except ValueError as exc:
+            raise BasinsInputError(f"{where}, field 'date': {exc}.") from exc
+        try:
+            ind = indicator_name(r.indicator)
+        except ValueError as exc:
+            raise BasinsInputError(f"{where}, field 'indicator': {exc}.") from exc
+        unit = str(r.unit).strip().lower().replace("mg/dm3", "mg/l")
+        if unit not in UNITS:
+            raise BasinsInputError(f"{where}, field 'unit': {r.unit!r} is not mg/L or µg/L.")
+        try:
+            v = to_decimal(r.value)
+        except ValueError as exc:
+            raise BasinsInputError(f"{where}, field 'value': {exc}.") from exc
+        if not v.is_finite() or (isinstance(r.value, float) and math.isnan(r.value)):
+            raise BasinsInputError(f"{where}, field 'value': not a number.")
+        v = v * UNITS[unit]
+        if v < 0:
+            raise BasinsInputError(f"{where}, field 'value': negative concentration {r.value}.")
+        if v > PLAUSIBLE_MAX[ind]:
+            hint = " (is the unit µg/L?)" if unit == "mg/l" else ""
+            raise BasinsInputError(f"{where}, field 'value': {r.value} {r.unit} of {ind} is "
+                                   f"impossible for surface water (over {PLAUSIBLE_MAX[ind]} "
+                                   f"mg/L){hint}.")
+        month = f"{d.year:04d}-{d.month:02d}"
+        key = (sid, month, ind)
+        if key in seen:
+            raise BasinsInputError(f"{where}: duplicate month: {ind} of section {sid} in {month} "
+                                   f"is also on row {seen[key]}; keep one value per month.")
+        seen[key] = row
+        out.append(dict(section_id=sid, month=month, indicator=ind, value_mg_l=v))
+    res = pd.DataFrame(out, columns=["section_id", "month", "indicator", "value_mg_l"])
+    return res.sort_values(["section_id", "month", "indicator"]).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------
+# classes per month and year
+# ---------------------------------------------------------------------------
+def monthly_classes(monitoring: pd.DataFrame, water: dict[str, str] | None = None) -> pd.DataFrame:
+    """Class per section and month: ``section_id, month, class, worst_indicator``."""
+    water = water or {}
+    rows = []
+    for (sid, month), g in monitoring.groupby(["section_id", "month"], sort=True):
+        vals = dict(zip(g.indicator, g.value_mg_l))
+        try:
+            cls, which = classify(vals, water.get(sid, "river"))
+        except ValueError:
+            continue
+        rows.append(dict(section_id=sid, month=month, **{"class": cls}, worst_indicator=which))
+    return pd.DataFrame(rows, columns=["section_id", "month", "class", "worst_indicator"])
+
+
+def annual_means(monitoring: pd.DataFrame, year: int) -> dict[str, dict[str, Decimal]]:
+    """Annual mean concentration per section and indicator (Decimal mg/L)."""
+    sel = monitoring[monitoring.month.str.startswith(f"{year:04d}-")]
+    out: dict[str, dict[str, Decimal]] = {}
+    for (sid, ind), g in sel.groupby(["section_id", "indicator"], sort=True):
+        vals = list(g.value_mg_l)
+        out.setdefault(sid, {})[ind] = sum(vals, Decimal(0)) / len(vals)
+    return out
+
+
+def annual_classes(monitoring: pd.DataFrame, year: int,
+                   water: dict[str, str] | None = None) -> dict[str, str]:
+    """Class of the annual means per section (single-factor)."""
+    water = water or {}
+    out = {}
+    for sid, vals in annual_means(monitoring, year).items():
+        try:
+            out[sid] = classify(vals, water.get(sid, "river"))[0]
+        except ValueError:
+            continue
+    return out
+
+
+def missing_months(monitoring: pd.DataFrame, section_ids: list[str], months: list[str]
+                   ) -> pd.DataFrame:
+    """Section × month pairs with no sample at all: ``section_id, month``."""
+    have = set(zip(monitoring.section_id, monitoring.month))
+    rows = [dict(section_id=s, month=m) for s in section_ids for m in months if (s, m) not in have]
+    return pd.DataFrame(rows, columns=["section_id", "month"])

@@ -1,0 +1,341 @@
+"""Settlement (`basins settle`): monthly accounting and yearly settlement into a ledger.
+
+:func:`settle` runs each agreement's template formula (:mod:`basins.policies`)
+year by year on the monitoring classes (:mod:`basins.quality`) and writes one
+ledger row per transfer: period, stage (``monthly`` accounting or ``yearly``
+settlement), agreement, section, payer, payee, amount, rule and reason.
+
+Money is integer fen throughout. A side that is a boundary river (two bank
+counties) is split by shares (equal unless the agreement's section parameters
+``upstream_shares`` / ``downstream_shares`` say otherwise) with an exact
+largest-remainder split, so every period conserves money: what is paid equals
+what is received, to the fen. Reruns give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+
+from . import settings as st
+from .agreements import Agreement, SectionRef
+from .money import fen_to_yuan, split_fen
+from .policies import Flow, SectionYear, YearContext, load_templates, monthly_base, \
+    shandong_exposure
+from .quality import annual_classes, annual_means, monthly_classes
+from .read import BasinsInputError
+
+LEDGER_COLUMNS = ["period", "stage", "agreement_id", "template", "section_id", "payer",
+                  "payer_name", "payee", "payee_name", "amount_fen", "amount_yuan", "rule",
+                  "reason"]
+POSITION_COLUMNS = ["stage", "period", "level", "party", "name", "paid_fen", "received_fen",
+                    "net_fen"]
+FLAG_COLUMNS = ["period", "agreement_id", "section_id", "flag"]
+
+
+@dataclass
+class Settlement:
+    """Result of :func:`settle`."""
+
+    ledger: pd.DataFrame
+    positions: pd.DataFrame
+    flags: pd.DataFrame
+    exposure: pd.DataFrame
+    county_positions: gpd.GeoDataFrame
+
+    def conserved(self) -> bool:
+        """True when every period's payments equal its receipts (per level)."""
+        if self.positions.empty:
+            return True
+        s = self.positions.groupby(["stage", "period", "level"]).net_fen.sum()
+        return bool((s == 0).all())
+
+
+def _shares(ref: SectionRef, side: str) -> list[Decimal]:
+    parties = ref.upstream if side == "upstream" else ref.downstream
+    given = ref.parameters.get(f"{side}_shares")
+    if given is None:
+        n = len(parties)
+        return [Decimal(1) / n] * (n - 1) + [1 - Decimal(1) / n * (n - 1)]
+    vals = given if isinstance(given, (list, tuple)) else str(given).split(st.SEP)
+    shares = [Decimal(str(v)) for v in vals]
+    if len(shares) != len(parties) or sum(shares) != 1 or any(x < 0 for x in shares):
+        raise BasinsInputError(f"{ref.where}: {side}_shares {given!r} must give one share per "
+                               f"{side} party ({len(parties)}) summing to 1.")
+    return shares
+
+
+def _months(year: int, a: Agreement) -> tuple[str, ...]:
+    out = []
+    for m in range(1, 13):
+        start = date(year, m, 1)
+        end = date(year + (m == 12), m % 12 + 1, 1)
+        if a.valid_from < end and a.valid_to >= start:
+            out.append(f"{year:04d}-{m:02d}")
+    return tuple(out)
+
+
+def settle(
+    agreements: list[Agreement],
+    monitoring: pd.DataFrame,
+    years: list[int] | range,
+    sections: gpd.GeoDataFrame | None = None,
+    counties: gpd.GeoDataFrame | None = None,
+    templates: dict | None = None,
+    incidents: list[dict] | None = None,
+    settings: st.Settings = st.DEFAULT,
+) -> Settlement:
+    """Settle agreements for the given years.
+
+    Parameters
+    ----------
+    agreements
+        From :func:`basins.agreements.read_agreements`.
+    monitoring
+        From :func:`basins.quality.read_monitoring` (``section_id, month,
+        indicator, value_mg_l``).
+    years
+        Years to settle, in order (state such as rewards paid carries over).
+    sections, counties
+        Discovered sections (for section levels and to resolve references by
+        coordinates or river and parties) and counties (names, cities and
+        provinces for net positions). Optional for agreements that reference
+        sections by id with county-independent templates.
+    templates
+        Templates by id (default: built-ins and ``$BASINS_TEMPLATES``).
+    incidents
+        Pollution incidents: dicts with ``agreement_id``, ``date`` and ``level``
+        (I–IV, I the gravest); levels I–III block the Jiangxi reward.
+    """
+    templates = templates if templates is not None else load_templates()
+    level_of: dict[str, str] = {}
+    if sections is not None:
+        level_of = dict(zip(sections.section_id, sections.level))
+    names, city_of, prov_of = {}, {}, {}
+    if counties is not None:
+        ids = counties.county_id.astype(str)
+        names = dict(zip(ids, counties.county.astype(str)))
+        city_of = dict(zip(ids, counties.city.astype(str)))
+        prov_of = dict(zip(ids, counties.province.astype(str)))
+    # resolve references that are not by id
+    resolved: dict[tuple[str, int], str] = {}
+    flags: list[dict] = []
+    need = [a for a in agreements if any(r.how != "section_id" for r in a.sections)]
+    if need and sections is not None and counties is not None:
+        from .agreements import resolve_agreements
+        cl = resolve_agreements(need, sections, counties, settings)
+        for c in cl.itertuples():
+            if c.section_id and (c.agreement_id, c.ref) not in resolved:
+                resolved[(c.agreement_id, c.ref)] = c.section_id
+    for a in agreements:
+        for k, r in enumerate(a.sections):
+            if r.how == "section_id":
+                resolved[(a.agreement_id, k)] = r.section_id
+            elif (a.agreement_id, k) not in resolved:
+                flags.append(dict(period="", agreement_id=a.agreement_id, section_id="",
+                                  flag=f"{r.where}: section reference not resolved; not settled"))
+    water = {resolved[(a.agreement_id, k)]: r.parameters.get("water", "river")
+             for a in agreements for k, r in enumerate(a.sections) if (a.agreement_id, k) in resolved}
+    monthly = monthly_classes(monitoring, water)
+    mclass = {(s, m): c for s, m, c in zip(monthly.section_id, monthly.month, monthly["class"])}
+    years = sorted(int(y) for y in years)
+    all_years = sorted(set(years) | {y - 1 for y in years})
+    means = {y: annual_means(monitoring, y) for y in all_years}
+    aclass = {y: annual_classes(monitoring, y, water) for y in all_years}
+    incidents = incidents or []
+    state: dict[str, dict] = {}
+    rows: list[dict] = []
+    for year in years:
+        for a in sorted(agreements, key=lambda x: x.agreement_id):
+            months = _months(year, a)
+            if not months:
+                continue
+            tpl = templates.get(a.template)
+            if tpl is None:
+                raise BasinsInputError(f"agreement {a.agreement_id}: unknown template "
+                                       f"{a.template!r}.")
+            fn, params = tpl.function()
+            params = {**params, **{k: v for k, v in a.parameters.items()
+                                   if k != "rewards_paid_before"}}
+            refs: dict[str, SectionRef] = {}
+            secs = []
+            for k, r in enumerate(a.sections):
+                sid = resolved.get((a.agreement_id, k))
+                if not sid:
+                    continue
+                refs[sid] = r
+                w = r.parameters.get("water", "river")
+                secs.append(SectionYear(
+                    section_id=sid, level=level_of.get(sid, ""), target=r.target_class, water=w,
+                    parameters=r.parameters, months=months,
+                    monthly={m: mclass.get((sid, m)) for m in months},
+                    means=means[year].get(sid, {}), means_prev=means[year - 1].get(sid, {}),
+                    annual_class=aclass[year].get(sid), annual_class_prev=aclass[year - 1].get(sid)))
+            if not secs:
+                continue
+            first = a.sections[0]
+            up_prov = next((prov_of.get(p, "") for p in first.upstream if p in prov_of),
+                           next((p.split(":", 1)[1] for p in first.upstream
+                                 if p.startswith("province:")), ""))
+            inc = [i for i in incidents if str(i.get("agreement_id")) == a.agreement_id
+                   and str(i.get("date", ""))[:4] == str(year)]
+            ctx = YearContext(agreement=a, year=year, params=params, sections=secs,
+                              upstream_province=up_prov, incidents=inc,
+                              state=state.setdefault(a.agreement_id, {}))
+            self_pay: dict[tuple[str, str], int] = {}
+            for f in fn(ctx):
+                rows += _ledger_rows(f, a, refs.get(f.section_id, first), names, self_pay)
+            for (sid, party), fen in sorted(self_pay.items()):
+                ctx.flag(str(year), sid, f"{_party_name(party, names)} is on both sides of the "
+                         f"section: its own share ({fen_to_yuan(fen)} yuan over the year's "
+                         "monthly and yearly rows) nets to zero and is not in the ledger")
+            flags += [dict(period=p, agreement_id=a.agreement_id, section_id=s, flag=t)
+                      for p, s, t in ctx.flags]
+    ledger = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
+    if len(ledger):
+        ledger = ledger.sort_values(["period", "stage", "agreement_id", "section_id", "rule",
+                                     "payer", "payee"], kind="stable").reset_index(drop=True)
+    positions = net_positions(ledger, city_of, prov_of, names)
+    exposure = exposure_report(agreements, resolved, level_of, templates)
+    cp = _county_positions(positions, counties)
+    fl = pd.DataFrame(flags, columns=FLAG_COLUMNS)
+    return Settlement(ledger=ledger, positions=positions, flags=fl, exposure=exposure,
+                      county_positions=cp)
+
+
+def _party_name(p: str, names: dict[str, str]) -> str:
+    if p.startswith(("province:", "city:")):
+        return p.split(":", 1)[1]
+    return names.get(p, p)
+
+
+def _ledger_rows(f: Flow, a: Agreement, ref: SectionRef, names: dict,
+                 self_pay: dict[tuple[str, str], int]) -> list[dict]:
+    """Turn a formula's flow into party-to-party rows, splitting sides by shares exactly."""
+    if f.fen <= 0:
+        raise BasinsInputError(f"formula of {a.template} returned a non-positive amount {f.fen}.")
+
+    def side(x: str) -> tuple[tuple[str, ...], list[Decimal]]:
+        if x == "upstream":
+            return ref.upstream, _shares(ref, "upstream")
+        if x == "downstream":
+            return ref.downstream, _shares(ref, "downstream")
+        return (x,), [Decimal(1)]
+
+    payers, ps = side(f.payer)
+    payees, qs = side(f.payee)
+    out = []
+    for payer, part in zip(payers, split_fen(f.fen, ps)):
+        for payee, amt in zip(payees, split_fen(part, qs)):
+            if amt == 0:
+                continue
+            if payer == payee:  # a county on both sides of a border_change section
+                key = (f.section_id, payer)
+                self_pay[key] = self_pay.get(key, 0) + int(amt)
+                continue
+            out.append(dict(period=f.period, stage=f.stage, agreement_id=a.agreement_id,
+                            template=a.template, section_id=f.section_id, payer=payer,
+                            payer_name=_party_name(payer, names), payee=payee,
+                            payee_name=_party_name(payee, names), amount_fen=int(amt),
+                            amount_yuan=str(fen_to_yuan(amt)), rule=f.rule, reason=f.reason))
+    return out
+
+
+def net_positions(ledger: pd.DataFrame, city_of: dict[str, str], prov_of: dict[str, str],
+                  names: dict[str, str] | None = None) -> pd.DataFrame:
+    """Paid, received and net (received − paid) fen per party at county, city and
+    province level, per period and stage. Each (stage, period, level) sums to zero;
+    a transfer within one city or province shows as paid and received by it."""
+    names = names or {}
+    acc: dict[tuple, list[int]] = {}
+
+    def levels(p: str) -> list[tuple[str, str, str]]:
+        """The party at county, city and province resolution (a province token
+        stays itself at every level, so each level balances)."""
+        if p.startswith("province:"):
+            me = (p, p.split(":", 1)[1])
+            return [("county", *me), ("city", *me), ("province", *me)]
+        if p.startswith("city:"):
+            c = p.split(":", 1)[1]
+            prov = next((prov_of[k] for k, v in city_of.items() if v == c), c)
+            return [("county", p, c), ("city", p, c), ("province", f"province:{prov}", prov)]
+        city = city_of.get(p)
+        prov = prov_of.get(p)
+        return [("county", p, names.get(p, p)),
+                ("city", f"city:{city}", city) if city else ("city", p, names.get(p, p)),
+                ("province", f"province:{prov}", prov) if prov else ("province", p, names.get(p, p))]
+
+    for r in ledger.itertuples():
+        for lv, pid, name in levels(r.payer):
+            acc.setdefault((r.stage, r.period, lv, pid, name), [0, 0])[0] += int(r.amount_fen)
+        for lv, pid, name in levels(r.payee):
+            acc.setdefault((r.stage, r.period, lv, pid, name), [0, 0])[1] += int(r.amount_fen)
+    rows = [dict(stage=k[0], period=k[1], level=k[2], party=k[3], name=k[4], paid_fen=v[0],
+                 received_fen=v[1], net_fen=v[1] - v[0]) for k, v in sorted(acc.items())]
+    return pd.DataFrame(rows, columns=POSITION_COLUMNS)
+
+
+def exposure_report(agreements: list[Agreement], resolved: dict, level_of: dict,
+                    templates: dict) -> pd.DataFrame:
+    """Full-scope exposure of Shandong county-level sections: 12 × base × (1 + float_max)."""
+    rows = []
+    for a in agreements:
+        tpl = templates.get(a.template)
+        if tpl is None or tpl.formula != "shandong_county":
+            continue
+        _, params = tpl.function()
+        params = {**params, **a.parameters}
+        n = len(a.sections)
+        for k, _r in enumerate(a.sections):
+            sid = resolved.get((a.agreement_id, k), "")
+            lv = level_of.get(sid, "")
+            base = monthly_base(lv, a.annual_amount, n, params)
+            rows.append(dict(agreement_id=a.agreement_id, section_id=sid, level=lv,
+                             base_month_fen=base,
+                             max_year_fen=shandong_exposure(lv, a.annual_amount, n, params)))
+    return pd.DataFrame(rows, columns=["agreement_id", "section_id", "level", "base_month_fen",
+                                       "max_year_fen"])
+
+
+def _county_positions(positions: pd.DataFrame, counties) -> gpd.GeoDataFrame:
+    """Yearly net position per county (long form, one row per county and year) for maps."""
+    cols = ["county_id", "county", "city", "province", "year", "net_fen", "net_wan", "geometry"]
+    if counties is None:
+        return gpd.GeoDataFrame(columns=cols, geometry="geometry", crs=st.OUTPUT_CRS)
+    y = positions[(positions.stage == "yearly") & (positions.level == "county")]
+    years = sorted(y.period.unique())
+    net = {(p, per): n for p, per, n in zip(y.party, y.period, y.net_fen)}
+    base = counties[["county_id", "county", "city", "province", "geometry"]].to_crs(st.OUTPUT_CRS)
+    parts = []
+    for yr in years:
+        g = base.copy()
+        g["year"] = yr
+        g["net_fen"] = [int(net.get((i, yr), 0)) for i in g.county_id]
+        g["net_wan"] = [f"{Decimal(n) / 1_000_000:.2f}" for n in g.net_fen]
+        parts.append(g)
+    if not parts:
+        return gpd.GeoDataFrame(columns=cols, geometry="geometry", crs=st.OUTPUT_CRS)
+    return gpd.GeoDataFrame(pd.concat(parts, ignore_index=True)[cols], geometry="geometry",
+                            crs=st.OUTPUT_CRS)
+
+
+def write_settlement(result: Settlement, out_dir: str | os.PathLike,
+                     prefix: str = "settlement") -> list[Path]:
+    """Ledger, positions, flags and exposure as CSV and one Excel workbook, and a
+    GeoPackage with ``county_positions`` (yearly net per county) and the ledger."""
+    from .output import write_csv, write_gpkg, write_xlsx
+
+    out_dir = Path(out_dir)
+    tables = {"ledger": result.ledger, "positions": result.positions, "flags": result.flags,
+              "exposure": result.exposure}
+    paths = [write_csv(df, out_dir / f"{prefix}_{name}.csv") for name, df in tables.items()]
+    paths.append(write_xlsx(tables, out_dir / f"{prefix}.xlsx"))
+    paths.append(write_gpkg({"county_positions": result.county_positions,
+                             "ledger": result.ledger}, out_dir / f"{prefix}.gpkg"))
+    return paths
