@@ -116,26 +116,207 @@ def discover(
     console.print(f"wrote {out} in {time.perf_counter() - t0:.1f} s")
 
 
+SAMPLE_AGREEMENTS = {"shandong": "shandong_agreements_ILLUSTRATIVE.csv",
+                     "jiangxi": "jiangxi_agreements_ILLUSTRATIVE.csv"}
+SAMPLE_MONITORING = {"shandong": "shandong_monitoring_ILLUSTRATIVE.csv",
+                     "jiangxi": "jiangxi_monitoring_ILLUSTRATIVE.csv"}
+DEMO_YEAR = {"shandong": 2025, "jiangxi": 2025}
+DEMO_SCOPE = {"shandong": "山东省", "jiangxi": "江西省"}
+
+
+def _sample(kind: dict, region: str, given: Optional[Path], what: str) -> Path:
+    if given is not None:
+        return given
+    from .data import geodata_dir
+    if region not in kind:
+        raise BasinsInputError(f"no ILLUSTRATIVE sample {what} for region {region!r}; give "
+                               f"--{what} PATH.")
+    return geodata_dir() / kind[region]
+
+
+def _region_discovery(region: str):
+    reg = load_region(region)
+    return run_discover(reg.rivers, reg.counties, reg.water, reg.dem)
+
+
+def audit_table(a, claim=None) -> Table:
+    """Coverage figures and finding counts of an audit."""
+    from .audit import FINDINGS
+
+    t = Table(title=f"basins audit {a.label}" + (f" — {a.scope}" if a.scope else ""))
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    for k, v in a.metrics().items():
+        t.add_row(k, f"{v:.1%}" if isinstance(v, float) else str(v))
+    counts = a.findings.finding.value_counts()
+    for k in FINDINGS:
+        t.add_row(f"finding: {k}", str(int(counts.get(k, 0))))
+    return t
+
+
+def claim_table(c) -> Table:
+    t = Table(title=f"claim check: {c.verdict.upper()}")
+    for col in ("figure", "claimed", "computed", "holds", "behind (first 5)"):
+        t.add_column(col)
+    for r in c.table.itertuples():
+        behind = [b for b in str(r.behind).split("; ") if b][:5]
+        fmt = (lambda v: f"{v:g}")
+        t.add_row(r.figure, fmt(r.claimed), fmt(r.computed), "holds" if r.holds else "NO",
+                  "\n".join(behind))
+    return t
+
+
+@app.command()
+def audit(
+    region: str = typer.Option("shandong", help="Embedded or cached region."),
+    agreements: Optional[Path] = typer.Option(None, help="Agreement registry (.csv, .xlsx, .yaml, "
+                                              ".gpkg); default: the region's ILLUSTRATIVE sample."),
+    year: Optional[int] = typer.Option(None, help="Assessment year (default: the sample's)."),
+    on: Optional[str] = typer.Option(None, "--date", help="Assessment date YYYY-MM-DD instead."),
+    province: Optional[str] = typer.Option(None, help="Scope: counties of this province "
+                                           "(default: the region's own province)."),
+    all_counties: bool = typer.Option(False, help="Scope: every county of the layer."),
+    claim: list[str] = typer.Option([], help="Claimed figures, e.g. 'cities=16 counties=133 "
+                                    "sections=301 cross_city=88 within_city=213'."),
+    target_share: Optional[float] = typer.Option(None, help="Target share of counties with "
+                                                 "cross-boundary rivers fully covered, e.g. 0.6."),
+    exit_code: bool = typer.Option(False, help="Exit 1 when the claim does not hold."),
+    out_dir: Path = typer.Option(Path("maps"), help="Where to write the audit files."),
+) -> None:
+    """Match agreements to sections: missing, stale, mis-oriented, coverage by county, claims."""
+    from .agreements import read_agreements
+    from .audit import audit as run_audit
+    from .audit import check_claim, parse_claim, write_audit
+
+    try:
+        from .agreements import parse_date
+        res = _region_discovery(region)
+        ags = read_agreements(_sample(SAMPLE_AGREEMENTS, region, agreements, "agreements"),
+                              res.counties)
+        scope = None if all_counties else (province or DEMO_SCOPE.get(region))
+        when = parse_date(on) if on else None
+        yr = None if when else (year or DEMO_YEAR.get(region, 2025))
+        a = run_audit(res, ags, year=yr, on=when, province=scope)
+        check = None
+        if claim or target_share is not None:
+            check = check_claim(a, parse_claim(claim), target_share)
+        paths = write_audit(a, out_dir, prefix=f"{region}_audit", claim=check)
+    except (BasinsInputError, ValueError) as exc:
+        _fail(exc)
+    console.print(audit_table(a))
+    if check is not None:
+        console.print(claim_table(check))
+    for p in paths:
+        console.print(f"wrote {p}")
+    if check is not None and exit_code and not check.holds:
+        raise typer.Exit(1)
+
+
+@app.command()
+def settle(
+    region: str = typer.Option("shandong", help="Embedded or cached region."),
+    agreements: Optional[Path] = typer.Option(None, help="Agreement registry; default: the "
+                                              "region's ILLUSTRATIVE sample."),
+    monitoring: Optional[Path] = typer.Option(None, help="Monitoring table (section_id, date, "
+                                              "indicator, value, unit); default: ILLUSTRATIVE."),
+    year: list[int] = typer.Option([], help="Year(s) to settle (repeat); default: the sample's."),
+    incidents: Optional[Path] = typer.Option(None, help="CSV of pollution incidents "
+                                             "(agreement_id, date, level)."),
+    out_dir: Path = typer.Option(Path("maps"), help="Where to write the ledger files."),
+) -> None:
+    """Monthly accounting and yearly settlement into an exact ledger (CSV, Excel, GeoPackage)."""
+    import pandas as pd
+
+    from .agreements import read_agreements
+    from .quality import read_monitoring
+    from .settlement import settle as run_settle
+    from .settlement import write_settlement
+
+    try:
+        res = _region_discovery(region)
+        ags = read_agreements(_sample(SAMPLE_AGREEMENTS, region, agreements, "agreements"),
+                              res.counties)
+        mon = read_monitoring(_sample(SAMPLE_MONITORING, region, monitoring, "monitoring"),
+                              set(res.sections.section_id))
+        inc = None
+        if incidents is not None:
+            inc = pd.read_csv(incidents, dtype=str).to_dict("records")
+        years = year or [DEMO_YEAR.get(region, 2025)]
+        s = run_settle(ags, mon, years, res.sections, res.counties, incidents=inc)
+        paths = write_settlement(s, out_dir, prefix=f"{region}_settlement")
+    except (BasinsInputError, ValueError) as exc:
+        _fail(exc)
+    console.print(settlement_table(s))
+    for p in paths:
+        console.print(f"wrote {p}")
+
+
+def settlement_table(s) -> Table:
+    """Yearly net position per province and the ledger totals, in 万元."""
+    from .money import fmt_wan
+
+    t = Table(title="basins settle: yearly net positions (万元; + receives, − pays)")
+    t.add_column("year")
+    t.add_column("province")
+    t.add_column("paid", justify="right")
+    t.add_column("received", justify="right")
+    t.add_column("net", justify="right")
+    p = s.positions[(s.positions.stage == "yearly") & (s.positions.level == "province")]
+    for r in p.itertuples():
+        t.add_row(r.period, r.name, fmt_wan(r.paid_fen), fmt_wan(r.received_fen),
+                  fmt_wan(r.net_fen))
+    y = s.ledger[s.ledger.stage == "yearly"]
+    t.add_row("", "ledger rows (monthly / yearly)",
+              str(int((s.ledger.stage == "monthly").sum())), str(len(y)), "")
+    t.add_row("", "money conserved", "", "", "yes" if s.conserved() else "NO")
+    if len(s.exposure):
+        t.add_row("", "full-scope exposure (Shandong county-level)", "", "",
+                  fmt_wan(int(s.exposure.max_year_fen.sum())))
+    t.add_row("", "flags", "", "", str(len(s.flags)))
+    return t
+
+
 @app.command()
 def demo(
     region: str = typer.Option("shandong", help="shandong or jiangxi"),
     out_dir: Path = typer.Option(Path("maps"), help="Where to write outputs."),
 ) -> None:
-    """Run the main job on the embedded real data: discover sections, write layers and a map."""
+    """Run the main job on the embedded real data: discover → audit → settle → maps.
+
+    Agreements and monitoring series used here are ILLUSTRATIVE samples.
+    """
+    from .agreements import read_agreements
+    from .audit import audit as run_audit
+    from .audit import write_audit
+    from .quality import read_monitoring
+    from .settlement import settle as run_settle
+    from .settlement import write_settlement
+
     try:
         t0 = time.perf_counter()
         reg = load_region(region)
         result = run_discover(reg.rivers, reg.counties, reg.water, reg.dem)
         out_dir.mkdir(parents=True, exist_ok=True)
-        gpkg = write_discovery(result, out_dir / f"{region}_sections.gpkg")
-        written = [gpkg]
-        from .maps import network_map
-        html = out_dir / f"{region}_network.html"
-        network_map(result, title=f"basins: {region}").save(str(html))
-        written.append(html)
+        written = [write_discovery(result, out_dir / f"{region}_sections.gpkg")]
+        ags = read_agreements(_sample(SAMPLE_AGREEMENTS, region, None, "agreements"),
+                              result.counties)
+        year = DEMO_YEAR[region]
+        a = run_audit(result, ags, year=year, province=DEMO_SCOPE[region])
+        written += write_audit(a, out_dir, prefix=f"{region}_audit")
+        mon = read_monitoring(_sample(SAMPLE_MONITORING, region, None, "monitoring"),
+                              set(result.sections.section_id))
+        s = run_settle(ags, mon, [year - 1, year], result.sections, result.counties)
+        written += write_settlement(s, out_dir, prefix=f"{region}_settlement")
+        from .maps import write_maps
+        from .quality import monthly_classes
+        written += write_maps(result, a, s, out_dir, prefix=region, year=year,
+                              monitoring_classes=monthly_classes(mon))
     except BasinsInputError as exc:
         _fail(exc)
-    console.print(summary_table(result, f"basins demo: {region} (real data)"))
+    console.print(summary_table(result, f"basins demo: {region} (real rivers and counties)"))
+    console.print(audit_table(a))
+    console.print(settlement_table(s))
+    console.print("[yellow]agreements and monitoring series are ILLUSTRATIVE samples[/]")
     for p in written:
         console.print(f"wrote {p}")
     console.print(f"done in {time.perf_counter() - t0:.1f} s")

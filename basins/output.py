@@ -71,7 +71,10 @@ def write_gpkg(layers: Mapping[str, pd.DataFrame], path: str | os.PathLike) -> P
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """CSV in UTF-8 with BOM (Excel opens Chinese text correctly), geometry as WKT."""
     if isinstance(df, gpd.GeoDataFrame):
-        df = pd.DataFrame(df.assign(**{df.geometry.name: df.geometry.to_wkt(rounding_precision=6)}))
+        name = df.geometry.name
+        wkt = df.geometry.to_wkt(rounding_precision=6)
+        df = pd.DataFrame(df)
+        df[name] = wkt
     with atomic_path(path, ".csv") as tmp:
         df.to_csv(tmp, index=False, encoding="utf-8-sig", lineterminator="\n")
     return Path(path)

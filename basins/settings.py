@@ -98,6 +98,11 @@ class Settings:
     dem_contradiction_m: float = 50.0
     outlet_snap_m: float = 5000.0
     monitoring_snap_m: float = 5000.0
+    #: web maps: county outlines are simplified (shared borders kept shared) by
+    #: this fraction of the map's diagonal, at least ``web_simplify_min_m``
+    #: (Shandong ≈ 350 m, the whole country ≈ 2.5 km)
+    web_simplify_fraction: float = 0.0004
+    web_simplify_min_m: float = 200.0
 
 
 #: The settings used when none are given.
