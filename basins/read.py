@@ -157,6 +157,13 @@ def check_coordinates(gdf: gpd.GeoDataFrame, source: str) -> None:
     if gdf.crs is not None and gdf.crs.is_geographic:
         xmin, ymin = coords.min(axis=0)
         xmax, ymax = coords.max(axis=0)
+        if (xmin >= -90 and xmax <= 90 and ymin >= -180 and ymax <= 180
+                and (ymin < -90 or ymax > 90)):
+            raise BasinsInputError(
+                f"{source}: CRS {gdf.crs.to_string()} is in degrees but y reaches "
+                f"{ymin:.1f}..{ymax:.1f} while x stays within ±90: latitude and longitude look "
+                "swapped (x must be longitude). Swap the columns or the axis order on export."
+            )
         if xmin < -180 or xmax > 180 or ymin < -90 or ymax > 90:
             raise BasinsInputError(
                 f"{source}: CRS {gdf.crs.to_string()} is in degrees but coordinates reach "
