@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -97,6 +98,9 @@ def write_xlsx(sheets: Mapping[str, pd.DataFrame], path: str | os.PathLike) -> P
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
             for info in src.infolist():
                 data = src.read(info.filename)
+                if info.filename == "docProps/core.xml":  # openpyxl stamps the save time
+                    data = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(<)",
+                                  rb"\g<1>2000-01-01T00:00:00Z\g<2>", data)
                 zi = zipfile.ZipInfo(info.filename, date_time=(2000, 1, 1, 0, 0, 0))
                 zi.compress_type = zipfile.ZIP_DEFLATED
                 zi.external_attr = 0o600 << 16

@@ -26,6 +26,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+import shapely.ops
 
 from . import settings as st
 
@@ -295,3 +296,96 @@ def _walk(v0, vert_edges, shared, rng, vkey, length: int = 3):
         cur = nxt
     # three distinct pairs are needed for the bank changes to be real
     return verts, pairs
+
+
+def make_dense_basin(
+    seed: int = 0,
+    rows: int = 55,
+    cols: int = 55,
+    reaches: int = 100_000,
+    link_pieces: int = 7,
+    spoke_length: float = 8_000.0,
+    reverse_prob: float = 0.5,
+) -> SyntheticBasin:
+    """A SYNTHETIC basin with many short reaches and the same known sections.
+
+    Starts from :func:`make_basin` (``rows × cols`` counties, 55 × 55 = 3,025 by
+    default, no boundary rivers or meanders), splits every river link into
+    ``link_pieces`` reaches (an odd number, so no joint falls on a border) and
+    adds tributary "spokes" flowing into each county seed, split into short
+    reaches, until about ``reaches`` reaches exist. Spokes stay well inside their
+    county and away from the main links, so the true sections are exactly those
+    of the coarse basin. For scaling benchmarks.
+    """
+    base = make_basin(seed=seed, rows=rows, cols=cols, n_boundary=0, n_meanders=0,
+                      reverse_prob=0.0)
+    rng = np.random.default_rng(seed + 1)
+    names: list[str] = []
+    geoms: list = []
+    main = [g for g in base.rivers.geometry]
+    fr = np.linspace(0, 1, link_pieces + 1)
+    for g in main:
+        pts = shapely.line_interpolate_point(g, fr, normalized=True)
+        xy = shapely.get_coordinates(pts)
+        # keep the true vertices (the bend at the link midpoint) inside their piece
+        for a, b in zip(fr[:-1], fr[1:]):
+            geoms.append(shapely.ops.substring(g, a, b, normalized=True))
+            names.append("Synthetic river")
+        del xy
+    counties = base.counties
+    seeds_xy = {}
+    for cid, parent in base.downstream_county.items():
+        seeds_xy[cid] = None
+    ids = counties.county_id.to_numpy()
+    # seed points: ends of the main links
+    link_ends = {}
+    for g in main:
+        c = shapely.get_coordinates(g)
+        for p in (c[0], c[-1]):
+            link_ends.setdefault((round(p[0], 3), round(p[1], 3)), []).append(g)
+    tree = shapely.STRtree(counties.geometry.values)
+    nodes = []
+    for key, gs in link_ends.items():
+        i = tree.query(shapely.Point(key), predicate="within")
+        if len(i) != 1:
+            continue  # the outlet point on the domain edge
+        nodes.append((np.array(key), gs))
+    remaining = max(0, reaches - len(geoms))
+    per = remaining / max(len(nodes), 1)
+    t = int(min(12, max(1, per // 20)))
+    p = int(max(1, np.ceil(per / t)))
+    starts, ends_ = [], []
+    for xy, gs in nodes:
+        if remaining <= 0:
+            break
+        angles = []
+        for g in gs:
+            c = shapely.get_coordinates(g)
+            other = c[1] if np.allclose(c[0], xy) else c[-2]
+            angles.append(np.arctan2(other[1] - xy[1], other[0] - xy[0]))
+        offset = rng.uniform(0, 2 * np.pi)
+        cand = offset + np.arange(36) * (2 * np.pi / 36)
+        ok = [a for a in cand if all(abs(np.angle(np.exp(1j * (a - b)))) > np.radians(25)
+                                     for b in angles)]
+        step = max(1, len(ok) // t)
+        for a in ok[::step][:t]:
+            k = int(min(p, remaining))
+            if k <= 0:
+                break
+            end = xy + spoke_length * np.array([np.cos(a), np.sin(a)])
+            f = np.linspace(0, 1, k + 1)[:, None]
+            pts = end + (xy - end) * f  # flows into the seed
+            starts.append(pts[:-1])
+            ends_.append(pts[1:])
+            remaining -= k
+    if starts:
+        a0, a1 = np.vstack(starts), np.vstack(ends_)
+        coords = np.stack([a0, a1], axis=1).reshape(-1, 2)
+        spokes = shapely.linestrings(coords, indices=np.repeat(np.arange(len(a0)), 2))
+        geoms.extend(spokes.tolist())
+        names.extend(["Tributary"] * len(a0))
+    flip = rng.random(len(geoms)) < reverse_prob
+    arr = np.array(geoms, dtype=object)
+    arr[flip] = shapely.reverse(arr[flip])
+    rivers = gpd.GeoDataFrame({"NAME": names}, geometry=arr, crs=CRS)
+    return SyntheticBasin(counties, rivers, base.truth, base.outlet, base.downstream_county)

@@ -162,3 +162,33 @@ def test_shares():
             assert np.isclose(sum(parts), 1.0)
             assert parts == ([1.0] if len(parts) == 1 else [0.5, 0.5])
     assert (result.sections.upstream_shares == "0.5|0.5").any()
+
+
+def test_short_reaches_are_not_taken_for_duplicates():
+    """A SYNTHETIC straight river cut into 300 m reaches (shorter than the 1.5 km
+    duplicate tolerance) keeps every reach: they continue each other, they do not
+    run alongside. Finds the one crossing."""
+    import geopandas as gpd
+
+    from basins.read import counties_from_gdf, rivers_from_gdf
+    from basins.discover import discover
+
+    rng = np.random.default_rng(5)
+    a = shapely.box(0, 0, 40_000, 40_000)
+    b = shapely.box(40_000, 0, 80_000, 40_000)
+    counties = gpd.GeoDataFrame({"county_id": ["A", "B"], "county": ["甲", "乙"],
+                                 "city": ["c1", "c2"], "province": ["p", "p"]},
+                                geometry=[a, b], crs=CRS)
+    xs = np.arange(5_000, 75_001, 300.0)
+    lines = [shapely.LineString([(x0, 20_000 + 5 * x0 / 1000), (x1, 20_000 + 5 * x1 / 1000)])
+             for x0, x1 in zip(xs[:-1], xs[1:])]
+    lines = [shapely.reverse(g) if rng.random() < 0.5 else g for g in lines]
+    rivers = gpd.GeoDataFrame({"NAME": ["Straight river"] * len(lines)}, geometry=lines, crs=CRS)
+    result = discover(rivers_from_gdf(rivers, "NAME"),
+                      counties_from_gdf(counties, "county_id", "county", "city", "province"),
+                      orientation="outlets",
+                      outlets=gpd.GeoDataFrame(geometry=[shapely.Point(75_000, 20_375)], crs=CRS))
+    rq = result.qa[result.qa.layer == "rivers"]
+    assert len(rq) == len(lines) and (rq.status == "merged").sum() == 0
+    assert result.sections[["kind", "upstream_ids", "downstream_ids"]].values.tolist() == [
+        ["crossing", "A", "B"]]
