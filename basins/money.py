@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 WAN = Decimal(10_000)
@@ -67,6 +68,12 @@ def to_decimal(value) -> Decimal:
 
 
 def split_fen(total: int, shares: list[Decimal]) -> list[int]:
+    """Split integer fen by shares that sum to 1, exactly (see :func:`_split_fen`)."""
+    return list(_split_fen(int(total), tuple(shares)))
+
+
+@lru_cache(maxsize=65536)
+def _split_fen(total: int, shares: tuple[Decimal, ...]) -> tuple[int, ...]:
     """Split integer fen by shares that sum to 1, exactly (largest remainder, stable order).
 
     The parts always sum to ``total``; leftover fen go to the earliest parties
@@ -85,7 +92,7 @@ def split_fen(total: int, shares: list[Decimal]) -> list[int]:
     order = sorted(range(len(shares)), key=lambda i: (-(raw[i] - base[i]), i))
     for i in order[:left]:
         base[i] += 1
-    return [sign * b for b in base]
+    return tuple(sign * b for b in base)
 
 
 def fmt_wan(fen: int) -> str:

@@ -16,6 +16,7 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .money import to_decimal
@@ -206,26 +207,81 @@ def monitoring_from_frame(df: pd.DataFrame, source: str = "<table>",
 # ---------------------------------------------------------------------------
 # classes per month and year
 # ---------------------------------------------------------------------------
+def _ranks(monitoring: pd.DataFrame, water: dict[str, str]) -> np.ndarray:
+    """Class rank (1 = I … 6 = 劣V) of every row; 0 where the indicator does not apply.
+
+    Vectorised with floats: values and limits are decimal numbers converted the
+    same way, so a value equal to a limit compares equal, and distinct decimals of
+    up to 15 significant digits keep their order.
+    """
+    v = monitoring.value_mg_l.map(float).to_numpy(dtype=float)
+    ind = monitoring.indicator.to_numpy()
+    lake = monitoring.section_id.map(lambda x: water.get(x, "river") == "lake").to_numpy(bool)
+    out = np.zeros(len(v), dtype=np.int8)
+    for name, spec in LIMITS.items():
+        for kind_water, mask_w in (("river", ~lake), ("lake", lake)):
+            limits = spec.get(kind_water) or (spec.get("river") if kind_water == "lake" else None)
+            if limits is None:
+                continue
+            m = (ind == name) & mask_w
+            if not m.any():
+                continue
+            lim = np.array([float(x) for x in limits])
+            if spec["kind"] == "min":
+                out[m] = np.searchsorted(-lim, -v[m], side="left") + 1
+            else:
+                out[m] = np.searchsorted(lim, v[m], side="left") + 1
+    return out
+
+
 def monthly_classes(monitoring: pd.DataFrame, water: dict[str, str] | None = None) -> pd.DataFrame:
-    """Class per section and month: ``section_id, month, class, worst_indicator``."""
-    water = water or {}
-    rows = []
-    for (sid, month), g in monitoring.groupby(["section_id", "month"], sort=True):
-        vals = dict(zip(g.indicator, g.value_mg_l))
-        try:
-            cls, which = classify(vals, water.get(sid, "river"))
-        except ValueError:
-            continue
-        rows.append(dict(section_id=sid, month=month, **{"class": cls}, worst_indicator=which))
-    return pd.DataFrame(rows, columns=["section_id", "month", "class", "worst_indicator"])
+    """Class per section and month: ``section_id, month, class, worst_indicator``.
+
+    Single-factor: the worst indicator decides; ties go to the indicator listed
+    first in :data:`LIMITS`, so the result is stable.
+    """
+    cols = ["section_id", "month", "class", "worst_indicator"]
+    if len(monitoring) == 0:
+        return pd.DataFrame(columns=cols)
+    r = _ranks(monitoring, water or {})
+    order = {k: i for i, k in enumerate(LIMITS)}
+    df = pd.DataFrame({"section_id": monitoring.section_id.to_numpy(),
+                       "month": monitoring.month.to_numpy(), "rank": r,
+                       "o": monitoring.indicator.map(order).to_numpy(),
+                       "worst_indicator": monitoring.indicator.to_numpy()})
+    df = df[df["rank"] > 0].sort_values(["section_id", "month", "rank", "o"],
+                                        ascending=[True, True, False, True], kind="stable")
+    df = df.drop_duplicates(["section_id", "month"])
+    df["class"] = np.array(CLASSES, dtype=object)[df["rank"].to_numpy() - 1]
+    return df[cols].reset_index(drop=True)
+
+
+def annual_means_by_year(monitoring: pd.DataFrame) -> dict[int, dict[str, dict[str, Decimal]]]:
+    """:func:`annual_means` for every year in the table at once."""
+    years = monitoring.month.str[:4].astype(int) if len(monitoring) else pd.Series([], dtype=int)
+    return {int(y): _means(monitoring[years.to_numpy() == y]) for y in sorted(set(years))}
 
 
 def annual_means(monitoring: pd.DataFrame, year: int) -> dict[str, dict[str, Decimal]]:
-    """Annual mean concentration per section and indicator (Decimal mg/L)."""
-    sel = monitoring[monitoring.month.str.startswith(f"{year:04d}-")]
+    """Annual mean concentration per section and indicator (Decimal mg/L, exact)."""
+    return _means(monitoring[monitoring.month.str.startswith(f"{year:04d}-")])
+
+
+def _means(sel: pd.DataFrame) -> dict[str, dict[str, Decimal]]:
     out: dict[str, dict[str, Decimal]] = {}
-    for (sid, ind), g in sel.groupby(["section_id", "indicator"], sort=True):
-        vals = list(g.value_mg_l)
+    if len(sel) == 0:
+        return out
+    # exact sums as integers of 1e-9 mg/L when every value allows it, else Decimal sums
+    scaled = [v * 1_000_000_000 for v in sel.value_mg_l]
+    if all(x == x.to_integral_value() for x in scaled):
+        df = pd.DataFrame({"s": sel.section_id.to_numpy(), "i": sel.indicator.to_numpy(),
+                           "n": [int(x) for x in scaled]})
+        g = df.groupby(["s", "i"], sort=True).n.agg(["sum", "count"])
+        for (sid, ind), total, count in zip(g.index, g["sum"], g["count"]):
+            out.setdefault(sid, {})[ind] = Decimal(int(total)) / 1_000_000_000 / int(count)
+        return out
+    for (sid, ind), grp in sel.groupby(["section_id", "indicator"], sort=True):
+        vals = list(grp.value_mg_l)
         out.setdefault(sid, {})[ind] = sum(vals, Decimal(0)) / len(vals)
     return out
 
@@ -233,9 +289,15 @@ def annual_means(monitoring: pd.DataFrame, year: int) -> dict[str, dict[str, Dec
 def annual_classes(monitoring: pd.DataFrame, year: int,
                    water: dict[str, str] | None = None) -> dict[str, str]:
     """Class of the annual means per section (single-factor)."""
+    return classes_of_means(annual_means(monitoring, year), water)
+
+
+def classes_of_means(means: dict[str, dict[str, Decimal]],
+                     water: dict[str, str] | None = None) -> dict[str, str]:
+    """Single-factor class of each section's annual means."""
     water = water or {}
     out = {}
-    for sid, vals in annual_means(monitoring, year).items():
+    for sid, vals in means.items():
         try:
             out[sid] = classify(vals, water.get(sid, "river"))[0]
         except ValueError:

@@ -28,7 +28,7 @@ from .agreements import Agreement, SectionRef
 from .money import fen_to_yuan, split_fen
 from .policies import Flow, SectionYear, YearContext, load_templates, monthly_base, \
     shandong_exposure
-from .quality import annual_classes, annual_means, monthly_classes
+from .quality import annual_means_by_year, classes_of_means, monthly_classes
 from .read import BasinsInputError
 
 LEDGER_COLUMNS = ["period", "stage", "agreement_id", "template", "section_id", "payer",
@@ -146,8 +146,9 @@ def settle(
     mclass = {(s, m): c for s, m, c in zip(monthly.section_id, monthly.month, monthly["class"])}
     years = sorted(int(y) for y in years)
     all_years = sorted(set(years) | {y - 1 for y in years})
-    means = {y: annual_means(monitoring, y) for y in all_years}
-    aclass = {y: annual_classes(monitoring, y, water) for y in all_years}
+    by_year = annual_means_by_year(monitoring)
+    means = {y: by_year.get(y, {}) for y in all_years}
+    aclass = {y: classes_of_means(means[y], water) for y in all_years}
     incidents = incidents or []
     state: dict[str, dict] = {}
     rows: list[dict] = []
@@ -251,34 +252,49 @@ def net_positions(ledger: pd.DataFrame, city_of: dict[str, str], prov_of: dict[s
                   names: dict[str, str] | None = None) -> pd.DataFrame:
     """Paid, received and net (received − paid) fen per party at county, city and
     province level, per period and stage. Each (stage, period, level) sums to zero;
-    a transfer within one city or province shows as paid and received by it."""
-    names = names or {}
-    acc: dict[tuple, list[int]] = {}
+    a transfer within one city or province shows as paid and received by it.
 
-    def levels(p: str) -> list[tuple[str, str, str]]:
-        """The party at county, city and province resolution (a province token
-        stays itself at every level, so each level balances)."""
+    A ``province:`` party stays itself at every level, a ``city:`` party at county
+    and city level, so each level balances.
+    """
+    names = names or {}
+    if ledger.empty:
+        return pd.DataFrame(columns=POSITION_COLUMNS)
+    prov_of_city = {}
+    for k, c in city_of.items():
+        prov_of_city.setdefault(c, prov_of.get(k, c))
+    parties = pd.unique(pd.concat([ledger.payer, ledger.payee]))
+    res = {}
+    for p in parties:
         if p.startswith("province:"):
             me = (p, p.split(":", 1)[1])
-            return [("county", *me), ("city", *me), ("province", *me)]
-        if p.startswith("city:"):
+            res[p] = (me, me, me)
+        elif p.startswith("city:"):
             c = p.split(":", 1)[1]
-            prov = next((prov_of[k] for k, v in city_of.items() if v == c), c)
-            return [("county", p, c), ("city", p, c), ("province", f"province:{prov}", prov)]
-        city = city_of.get(p)
-        prov = prov_of.get(p)
-        return [("county", p, names.get(p, p)),
-                ("city", f"city:{city}", city) if city else ("city", p, names.get(p, p)),
-                ("province", f"province:{prov}", prov) if prov else ("province", p, names.get(p, p))]
-
-    for r in ledger.itertuples():
-        for lv, pid, name in levels(r.payer):
-            acc.setdefault((r.stage, r.period, lv, pid, name), [0, 0])[0] += int(r.amount_fen)
-        for lv, pid, name in levels(r.payee):
-            acc.setdefault((r.stage, r.period, lv, pid, name), [0, 0])[1] += int(r.amount_fen)
-    rows = [dict(stage=k[0], period=k[1], level=k[2], party=k[3], name=k[4], paid_fen=v[0],
-                 received_fen=v[1], net_fen=v[1] - v[0]) for k, v in sorted(acc.items())]
-    return pd.DataFrame(rows, columns=POSITION_COLUMNS)
+            prov = prov_of_city.get(c, c)
+            res[p] = ((p, c), (p, c), (f"province:{prov}", prov))
+        else:
+            me = (p, names.get(p, p))
+            city, prov = city_of.get(p), prov_of.get(p)
+            res[p] = (me, (f"city:{city}", city) if city else me,
+                      (f"province:{prov}", prov) if prov else me)
+    frames = []
+    for k, lv in enumerate(("county", "city", "province")):
+        for col, paid in (("payer", True), ("payee", False)):
+            ids = ledger[col].map(lambda p, k=k: res[p][k][0])
+            nm = ledger[col].map(lambda p, k=k: res[p][k][1])
+            amt = ledger.amount_fen.astype("int64")
+            frames.append(pd.DataFrame({
+                "stage": ledger.stage.to_numpy(), "period": ledger.period.to_numpy(),
+                "level": lv, "party": ids.to_numpy(), "name": nm.to_numpy(),
+                "paid_fen": amt.to_numpy() if paid else 0,
+                "received_fen": 0 if paid else amt.to_numpy()}))
+    long = pd.concat(frames, ignore_index=True)
+    pos = long.groupby(["stage", "period", "level", "party", "name"], sort=True)[
+        ["paid_fen", "received_fen"]].sum().reset_index()
+    pos["net_fen"] = pos.received_fen - pos.paid_fen
+    return pos[POSITION_COLUMNS].astype({"paid_fen": "int64", "received_fen": "int64",
+                                         "net_fen": "int64"})
 
 
 def exposure_report(agreements: list[Agreement], resolved: dict, level_of: dict,

@@ -413,3 +413,27 @@ def test_settlement_files_are_byte_identical(tmp_path):
         time.sleep(1.1)  # a save-time stamp anywhere would now differ
     for p, q in zip(*paths):
         assert p.read_bytes() == q.read_bytes(), p.name
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=hst.lists(hst.tuples(hst.sampled_from(["S1", "S2"]), hst.integers(1, 3),
+                                 hst.sampled_from(["DO", "CODMn", "COD", "BOD5", "NH3-N", "TP",
+                                                   "TN"]),
+                                 hst.decimals(0, 60, places=3)), min_size=1, max_size=40,
+                      unique_by=lambda r: r[:3]),
+       lake=hst.booleans())
+def test_vectorised_monthly_classes_equal_single_factor_rule(rows, lake):
+    """monthly_classes (vectorised) agrees with classify() applied month by month."""
+    df = pd.DataFrame([dict(section_id=s, month=f"2025-{m:02d}", indicator=i, value_mg_l=v)
+                       for s, m, i, v in rows])
+    water = {"S1": "lake" if lake else "river"}
+    got = monthly_classes(df, water)
+    for (sid, month), g in df.groupby(["section_id", "month"]):
+        vals = dict(zip(g.indicator, g.value_mg_l))
+        try:
+            want = classify(vals, water.get(sid, "river"))
+        except ValueError:
+            assert not ((got.section_id == sid) & (got.month == month)).any()
+            continue
+        row = got[(got.section_id == sid) & (got.month == month)].iloc[0]
+        assert (row["class"], row.worst_indicator) == want
