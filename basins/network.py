@@ -616,8 +616,10 @@ def graph_from_reaches(
         opts = shapely.get_coordinates(_arr(outlets.to_crs(crs)))
         d, k = cKDTree(xy).query(opts)
         user_out[k[d <= settings.outlet_snap_m]] = True
+    by_comp = np.argsort(comp, kind="stable")  # members of each component, no O(n²) scans
+    bounds = np.searchsorted(comp[by_comp], np.arange(ncomp + 1))
     for c in range(ncomp):
-        members = np.flatnonzero(comp == c)
+        members = by_comp[bounds[c]:bounds[c + 1]]
         if strategy == "digitised":
             continue
         if user_out[members].any():
@@ -668,11 +670,10 @@ def graph_from_reaches(
         unreach = ~reachable
         flags[unreach] = "no outlet found (no network end at the coast or study edge): as digitised"
         method[unreach] = "digitised"
-    for c in np.flatnonzero(comp_flag != ""):
-        on = comp[ui] == c
-        flags[on & (flags == "")] = comp_flag[c]
-        if comp_flag[c].startswith("no outlet"):
-            method[on] = "digitised"
+    edge_flag = comp_flag[comp[ui]]
+    has = (edge_flag != "") & (flags == "")
+    flags[has] = edge_flag[has]
+    method[np.char.startswith(edge_flag.astype(str), "no outlet")] = "digitised"
     # oriented geometry and DEM check
     geoms = np.where(forward, g, shapely.reverse(g))
     up = np.where(forward, ui, vi)
@@ -682,31 +683,74 @@ def graph_from_reaches(
         contra = np.isfinite(rise) & (rise > settings.dem_contradiction_m)
         flags[contra & (flags == "")] = "contradicts DEM (downstream end higher)"
     G = nx.MultiDiGraph(crs=crs, orientation=strategy)
-    for i, k in enumerate(nodes):
-        G.add_node(k, x=float(xy[i, 0]), y=float(xy[i, 1]), end=end_kind[i],
-                   outlet=bool(is_outlet[i]), elevation=float(elev[i]))
-    rivers_ = reaches.river.to_numpy()
-    rows_ = reaches.source_row.to_numpy()
-    rids = reaches.reach_id.to_numpy()
-    for i in range(len(reaches)):
-        G.add_edge(nodes[up[i]], nodes[dn[i]], key=rids[i], reach_id=rids[i],
-                   geometry=geoms[i], length=float(length[i]), river=rivers_[i],
-                   source_row=int(rows_[i]), orientation=method[i],
-                   orientation_flag=flags[i], reversed=bool(not forward[i]))
+    G.add_nodes_from(
+        (k, {"x": x, "y": y, "end": e, "outlet": o, "elevation": z})
+        for k, x, y, e, o, z in zip(nodes.tolist(), xy[:, 0].tolist(), xy[:, 1].tolist(),
+                                    end_kind.tolist(), is_outlet.tolist(), elev.tolist()))
+    rids = reaches.reach_id.to_numpy().tolist()
+    G.add_edges_from(
+        (nodes[a], nodes[b], r, {"reach_id": r, "geometry": geom, "length": ln, "river": rv,
+                                 "source_row": int(sr), "orientation": me,
+                                 "orientation_flag": fl, "reversed": not fw})
+        for a, b, r, geom, ln, rv, sr, me, fl, fw in zip(
+            up.tolist(), dn.tolist(), rids, geoms, length.tolist(),
+            reaches.river.to_numpy().tolist(), reaches.source_row.to_numpy().tolist(),
+            method.tolist(), flags.tolist(), forward.tolist()))
     return G
 
 
 def _non_bridges(ui: np.ndarray, vi: np.ndarray, n: int) -> np.ndarray:
-    """True for edges that lie on a cycle of the undirected graph."""
-    U = nx.MultiGraph()
-    U.add_nodes_from(range(n))
-    U.add_edges_from(zip(ui.tolist(), vi.tolist(), range(len(ui))))
-    S = nx.Graph(U)
-    bridges = set()
-    for a, b in nx.bridges(S):
-        if U.number_of_edges(a, b) == 1:
-            bridges.add((min(a, b), max(a, b)))
-    return np.array([(min(a, b), max(a, b)) not in bridges for a, b in zip(ui, vi)])
+    """True for edges that lie on a cycle of the undirected (multi)graph.
+
+    River networks are nearly trees, so: take a BFS spanning forest (scipy), then
+    every edge outside it closes a cycle, and the cycle is that edge plus the tree
+    path between its ends (walked up to the lowest common ancestor). Parallel
+    edges and self-loops are cycles by themselves. Linear in the edges plus the
+    length of the cycles.
+    """
+    m = len(ui)
+    on = np.zeros(m, bool)
+    if m == 0:
+        return on
+    a, b = np.minimum(ui, vi), np.maximum(ui, vi)
+    on[a == b] = True
+    key = a.astype(np.int64) * n + b
+    uniq, first, count = np.unique(key, return_index=True, return_counts=True)
+    on[np.isin(key, uniq[count > 1])] = True  # parallel edges
+    ua, ub = a[first], b[first]
+    keep = ua != ub
+    ua, ub, eid = ua[keep], ub[keep], first[keep]
+    adj = sparse.coo_matrix((np.ones(len(ua)), (ua, ub)), shape=(n, n)).tocsr()
+    _, comp = csgraph.connected_components(adj, directed=False)
+    _, roots = np.unique(comp, return_index=True)
+    # one BFS from a virtual root (node n) joined to one node of every component
+    big = sparse.coo_matrix((np.ones(len(ua) + len(roots)),
+                             (np.concatenate([ua, np.full(len(roots), n)]),
+                              np.concatenate([ub, roots]))), shape=(n + 1, n + 1)).tocsr()
+    order, pred = csgraph.breadth_first_order(big, n, directed=False, return_predecessors=True)
+    parent = pred[:n].copy()
+    parent[parent == n] = -1
+    depth = np.zeros(n + 1, dtype=np.int64)
+    for v, pv in zip(order[1:].tolist(), pred[order[1:]].tolist()):  # parents come first
+        depth[v] = depth[pv] + 1
+    tree = (parent[ua] == ub) | (parent[ub] == ua)
+    edge_of = {}
+    for x, y, e in zip(ua[tree].tolist(), ub[tree].tolist(), eid[tree].tolist()):
+        edge_of[(x, y)] = e
+    cyc = []
+    for x, y, e in zip(ua[~tree].tolist(), ub[~tree].tolist(), eid[~tree].tolist()):
+        cyc.append(e)
+        while x != y:  # climb to the common ancestor, collecting tree edges
+            if depth[x] < depth[y]:
+                x, y = y, x
+            px = int(parent[x])
+            cyc.append(edge_of[(min(x, px), max(x, px))])
+            x = px
+    hit = np.zeros(m, bool)
+    hit[np.asarray(cyc, dtype=int)] = True
+    # map back: every copy of a cycle edge's node pair is on the cycle
+    on |= np.isin(key, key[hit])
+    return on
 
 
 def reaches_from_graph(G: nx.MultiDiGraph) -> gpd.GeoDataFrame:

@@ -192,3 +192,24 @@ def test_short_reaches_are_not_taken_for_duplicates():
     assert len(rq) == len(lines) and (rq.status == "merged").sum() == 0
     assert result.sections[["kind", "upstream_ids", "downstream_ids"]].values.tolist() == [
         ["crossing", "A", "B"]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=hst.integers(2, 25), edges=hst.lists(hst.tuples(hst.integers(0, 24), hst.integers(0, 24)),
+                                               min_size=1, max_size=40))
+def test_loop_detection_matches_networkx_bridges(n, edges):
+    """The linear-time cycle-edge finder agrees with networkx's bridges on multigraphs."""
+    import networkx as nx
+
+    from basins.network import _non_bridges
+
+    ui = np.array([a % n for a, _ in edges])
+    vi = np.array([b % n for _, b in edges])
+    U = nx.MultiGraph()
+    U.add_nodes_from(range(n))
+    U.add_edges_from(zip(ui.tolist(), vi.tolist()))
+    S = nx.Graph(U)
+    S.remove_edges_from(list(nx.selfloop_edges(S)))
+    bridges = {(min(a, b), max(a, b)) for a, b in nx.bridges(S) if U.number_of_edges(a, b) == 1}
+    want = np.array([(min(a, b), max(a, b)) not in bridges for a, b in zip(ui, vi)])
+    assert (_non_bridges(ui, vi, n) == want).all()
