@@ -158,49 +158,78 @@ class Discovery:
 # chains
 # ---------------------------------------------------------------------------
 def chains_from_graph(G: nx.MultiDiGraph) -> list[Chain]:
-    """Cut the flow graph into chains between junctions and ends."""
-    indeg = dict(G.in_degree())
-    outdeg = dict(G.out_degree())
+    """Cut the flow graph into chains between junctions and ends.
 
-    def through(n):
-        if indeg[n] != 1 or outdeg[n] != 1:
-            return False
-        (_, _, a), = G.in_edges(n, data="river")
-        (_, _, b), = G.out_edges(n, data="river")
-        return a == b  # a change of river name starts a new chain
+    A node is passed through when it has one reach in, one reach out and both carry
+    the same river name (a change of name starts a new chain). Array-based: one pass
+    over the edges, chain geometries built with a single ``linestrings`` call.
+    """
+    data = sorted(((k, u, v, d["river"], d["geometry"]) for u, v, k, d in
+                   G.edges(keys=True, data=True)), key=lambda t: t[0])
+    if not data:
+        return []
+    keys = [t[0] for t in data]
+    node_id: dict = {}
+    ui = np.array([node_id.setdefault(t[1], len(node_id)) for t in data])
+    vi = np.array([node_id.setdefault(t[2], len(node_id)) for t in data])
+    names = np.array(list(node_id), dtype=object)
+    river = np.array([t[3] for t in data], dtype=object)
+    geoms = np.array([t[4] for t in data], dtype=object)
+    n_e, n_n = len(data), len(node_id)
+    indeg = np.bincount(vi, minlength=n_n)
+    outdeg = np.bincount(ui, minlength=n_n)
+    out_edge = np.full(n_n, -1)
+    out_edge[ui] = np.arange(n_e)
+    in_edge = np.full(n_n, -1)
+    in_edge[vi] = np.arange(n_e)
+    through = (indeg == 1) & (outdeg == 1)
+    t_idx = np.flatnonzero(through)
+    through[t_idx] = river[in_edge[t_idx]] == river[out_edge[t_idx]]
+    nxt = np.where(through[vi], out_edge[vi], -1)
+    used = np.zeros(n_e, bool)
+    seqs: list[list[int]] = []
 
-    used: set[str] = set()
+    def walk(e: int) -> None:
+        seq = [e]
+        used[e] = True
+        while nxt[e] >= 0 and not used[nxt[e]]:
+            e = int(nxt[e])
+            used[e] = True
+            seq.append(e)
+        seqs.append(seq)
+
+    for e in np.flatnonzero(~through[ui]).tolist():
+        if not used[e]:
+            walk(e)
+    for e in range(n_e):  # closed loops of through-nodes
+        if not used[e]:
+            walk(e)
+    # geometry of every chain at once
+    flat = np.fromiter((e for seq in seqs for e in seq), int, count=n_e)
+    chain_of = np.repeat(np.arange(len(seqs)), [len(q) for q in seqs])
+    first = np.ones(n_e, bool)
+    first[1:] = chain_of[1:] != chain_of[:-1]
+    coords, _ = shapely.get_coordinates(geoms, return_index=True)
+    npts = shapely.get_num_points(geoms)
+    off = np.concatenate([[0], np.cumsum(npts)])
+    lo = off[flat] + (~first).astype(int)  # drop the joint vertex repeated by the next reach
+    cnt = off[flat + 1] - lo
+    gather = np.repeat(lo - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(cnt.sum())
+    lines = shapely.linestrings(coords[gather], indices=np.repeat(chain_of, cnt))
+    lengths = shapely.length(geoms[flat])
+    csum = np.cumsum(lengths)
+    chain_start = np.flatnonzero(first)
+    before = np.repeat(csum[chain_start] - lengths[chain_start], [len(q) for q in seqs])
+    offsets_all = csum - lengths - before
     chains: list[Chain] = []
-    edges = sorted(G.edges(keys=True), key=lambda e: e[2])
-
-    def walk(u, v, k):
-        reach_ids, geoms, rivers = [k], [G.edges[u, v, k]["geometry"]], [G.edges[u, v, k]["river"]]
-        used.add(k)
-        start = u
-        while through(v):
-            (nu, nv, nk), = G.out_edges(v, keys=True)
-            if nk in used:
-                break
-            used.add(nk)
-            reach_ids.append(nk)
-            geoms.append(G.edges[nu, nv, nk]["geometry"])
-            rivers.append(G.edges[nu, nv, nk]["river"])
-            v = nv
-        lengths = np.array([g.length for g in geoms])
-        offsets = np.concatenate([[0.0], np.cumsum(lengths)[:-1]])
-        coords = [shapely.get_coordinates(geoms[0])]
-        coords += [shapely.get_coordinates(g)[1:] for g in geoms[1:]]
-        line = shapely.linestrings(np.vstack(coords))
-        named = [r for r in rivers if r]
-        river = max(set(named), key=lambda r: (named.count(r), r)) if named else ""
-        chains.append(Chain(len(chains), start, v, reach_ids, offsets, line, river))
-
-    for u, v, k in edges:
-        if k not in used and not through(u):
-            walk(u, v, k)
-    for u, v, k in edges:  # closed loops of through-nodes
-        if k not in used:
-            walk(u, v, k)
+    pos = 0
+    for cid, seq in enumerate(seqs):
+        k = len(seq)
+        named = [r for r in river[seq] if r]
+        name = max(set(named), key=lambda r: (named.count(r), r)) if named else ""
+        chains.append(Chain(cid, names[ui[seq[0]]], names[vi[seq[-1]]], [keys[e] for e in seq],
+                            offsets_all[pos:pos + k], lines[cid], name))
+        pos += k
     return chains
 
 
@@ -400,9 +429,12 @@ def _kind(up: Run, down: Run) -> str:
     return "crossing"
 
 
-def _level(idx: list[int], counties: gpd.GeoDataFrame) -> str:
-    prov = set(counties.province.iloc[idx])
-    city = set(counties.city.iloc[idx])
+def _level(idx: list[int], counties: gpd.GeoDataFrame | tuple[np.ndarray, np.ndarray]) -> str:
+    """province | city | county from the parties' provinces and cities."""
+    prov_arr, city_arr = counties if isinstance(counties, tuple) else (
+        counties.province.to_numpy(), counties.city.to_numpy())
+    prov = set(prov_arr[idx])
+    city = set(city_arr[idx])
     if len(prov) > 1:
         return "province"
     if len(city) > 1:
@@ -443,6 +475,7 @@ def sections_from_graph(
     cty = counties.to_crs(crs).reset_index(drop=True)
     usable = ~(cty.geometry.isna() | cty.geometry.is_empty).to_numpy()
     cty_used = cty[usable].reset_index(drop=True)
+    pc_arrays = (cty_used.province.to_numpy(), cty_used.city.to_numpy())
     cg = np.asarray(cty_used.geometry.array, dtype=object)  # plain array: no pandas ufunc path
     chains = chains_from_graph(G)
     _runs_for_chains(chains, cg, settings)
@@ -462,7 +495,7 @@ def sections_from_graph(
             flag = flag or edge_flags.get(chains[via].reach_ids[-1], "")
         rows.append(dict(
             _chain=chain.cid, _s=s, _via=via, river=river, kind=_kind(up, down),
-            level=_level(parties, cty_used), _up=up_ids, _down=down_ids,
+            level=_level(parties, pc_arrays), _up=up_ids, _down=down_ids,
             reach_id=reach_id, flags=flag, geometry=pt,
         ))
 
@@ -578,6 +611,7 @@ def _boundary_frame(chains: list[Chain], cty, crs) -> gpd.GeoDataFrame:
     for i in range(len(pieces)):
         groups[find(i)].append(i)
     ids, names = cty.county_id.to_numpy(), cty.county.to_numpy()
+    pc_arrays = (cty.province.to_numpy(), cty.city.to_numpy())
     recs, geoms = [], []
     for members in groups.values():
         c0, _, r0 = pieces[members[0]]
@@ -585,7 +619,7 @@ def _boundary_frame(chains: list[Chain], cty, crs) -> gpd.GeoDataFrame:
                  for i in members]
         geom = shapely.line_merge(shapely.multilinestrings(parts)) if len(parts) > 1 else parts[0]
         length = sum(p.length for p in parts)
-        lv = _level([r0.left, r0.right], cty)
+        lv = _level([r0.left, r0.right], pc_arrays)
         recs.append(dict(
             river=c0.river, left_ids=ids[r0.left], right_ids=ids[r0.right],
             left_names=names[r0.left], right_names=names[r0.right], level=lv,
@@ -645,15 +679,18 @@ def _section_graph(chains: list[Chain], pos: dict[str, tuple]) -> nx.DiGraph:
 
 
 def _qa_frame(qa, reaches, sections, cty, usable, counties_in) -> pd.DataFrame:
-    rows = [] if qa is None else qa.to_dict("records")
+    base = pd.DataFrame(columns=QA_COLUMNS) if qa is None else qa[QA_COLUMNS].copy()
     # orientation flags onto the input rows that produced flagged reaches
     flagged = reaches[reaches.orientation_flag != ""]
     by_row = flagged.groupby("source_row")["orientation_flag"].agg(
         lambda s: "; ".join(sorted(set(s))))
-    for r in rows:
-        if r["layer"] == "rivers" and r["status"] == "used" and r["source_row"] in by_row.index:
-            r["status"] = "flagged"
-            r["reason"] = "; ".join(x for x in (r["reason"], by_row[r["source_row"]]) if x)
+    if len(base) and len(by_row):
+        flag = base.source_row.map(by_row)
+        hit = (base.layer == "rivers") & (base.status == "used") & flag.notna()
+        base.loc[hit, "status"] = "flagged"
+        base.loc[hit, "reason"] = [
+            "; ".join(x for x in (a, b) if x) for a, b in zip(base.reason[hit], flag[hit])]
+    rows: list[dict] = []
     source = counties_in.attrs.get("source", "counties")
     party = defaultdict(int)
     for col in ("upstream_ids", "downstream_ids"):
@@ -671,7 +708,7 @@ def _qa_frame(qa, reaches, sections, cty, usable, counties_in) -> pd.DataFrame:
             reason = f"{q}; {reason}"
         rows.append(dict(layer="counties", feature_id=cid, source=source, source_row=i,
                          status="flagged" if q else "used", reason=reason))
-    return pd.DataFrame(rows, columns=QA_COLUMNS)
+    return pd.concat([base, pd.DataFrame(rows, columns=QA_COLUMNS)], ignore_index=True)
 
 
 # ---------------------------------------------------------------------------
