@@ -60,42 +60,69 @@ def summary_table(result: Discovery, title: str) -> Table:
     return t
 
 
+# input options shared by discover, audit and settle
+REGION = typer.Option("shandong", help=f"Embedded or cached region: {', '.join(REGIONS)}. "
+                      "Ignored when --rivers and --counties are given.")
+RIVERS = typer.Option(None, help="River line layer (any OGR format).")
+COUNTIES = typer.Option(None, help="County polygon layer (any OGR format).")
+COUNTY_ID = typer.Option("county_id", help="County id field.")
+COUNTY_NAME = typer.Option("county", help="County name field.")
+CITY = typer.Option("city", help="City (地级市) field.")
+PROVINCE = typer.Option("province", help="Province field.")
+RIVER_NAME = typer.Option(None, help="River name field.")
+WATER = typer.Option(None, help="Lake / double-line river polygons.")
+DEM = typer.Option(None, help="DEM (.npz, .nc or .tif, lon/lat).")
+OUTLETS = typer.Option(None, help="Outlet points.")
+CRS = typer.Option(None, help="CRS to assume for inputs without one.")
+
+
+def _inputs(region, rivers, counties, county_id, county_name, city, province, river_name, water,
+            dem, crs):
+    """Read the user's layers, or load a region: (rivers, counties, water, dem, label)."""
+    if rivers is not None or counties is not None:
+        if rivers is None or counties is None:
+            raise BasinsInputError("give both --rivers and --counties (or neither for a region).")
+        riv = read_rivers(rivers, river_name, crs=crs)
+        cty = read_counties(counties, county_id, county_name, city, province, crs=crs)
+        wat = read_layer(water, crs=crs) if water else None
+        return riv, cty, wat, (read_dem(dem) if dem else None), f"{rivers.name} × {counties.name}"
+    reg = load_region(region)
+    return (reg.rivers, reg.counties, reg.water, read_dem(dem) if dem else reg.dem,
+            f"region {region}")
+
+
+def _discovery_for(region, rivers, counties, county_id, county_name, city, province, river_name,
+                   water, dem, crs):
+    riv, cty, wat, d, label = _inputs(region, rivers, counties, county_id, county_name, city,
+                                      province, river_name, water, dem, crs)
+    with console.status("discovering sections") as status:
+        return run_discover(riv, cty, wat, d, progress=lambda m: status.update(m)), label
+
+
 @app.command()
 def discover(
-    region: str = typer.Option("shandong", help=f"Embedded or cached region: {', '.join(REGIONS)}. "
-                               "Ignored when --rivers and --counties are given."),
-    rivers: Optional[Path] = typer.Option(None, help="River line layer (any OGR format)."),
-    counties: Optional[Path] = typer.Option(None, help="County polygon layer (any OGR format)."),
-    county_id: str = typer.Option("county_id", help="County id field."),
-    county_name: str = typer.Option("county", help="County name field."),
-    city: str = typer.Option("city", help="City (地级市) field."),
-    province: str = typer.Option("province", help="Province field."),
-    river_name: Optional[str] = typer.Option(None, help="River name field."),
-    water: Optional[Path] = typer.Option(None, help="Lake / double-line river polygons."),
-    dem: Optional[Path] = typer.Option(None, help="DEM (.npz, .nc or .tif, lon/lat)."),
-    outlets: Optional[Path] = typer.Option(None, help="Outlet points."),
+    region: str = REGION,
+    rivers: Optional[Path] = RIVERS,
+    counties: Optional[Path] = COUNTIES,
+    county_id: str = COUNTY_ID,
+    county_name: str = COUNTY_NAME,
+    city: str = CITY,
+    province: str = PROVINCE,
+    river_name: Optional[str] = RIVER_NAME,
+    water: Optional[Path] = WATER,
+    dem: Optional[Path] = DEM,
+    outlets: Optional[Path] = OUTLETS,
     monitoring: Optional[Path] = typer.Option(None, help="Monitoring points to snap to sections."),
     monitoring_name: Optional[str] = typer.Option(None, help="Name field of the monitoring points."),
     orientation: str = typer.Option("auto", help="auto | digitised | outlets | dem"),
-    crs: Optional[str] = typer.Option(None, help="CRS to assume for inputs without one."),
+    crs: Optional[str] = CRS,
     out: Path = typer.Option(Path("maps/sections.gpkg"), help="Output GeoPackage."),
 ) -> None:
     """Find every cross-boundary section and write sections, boundary_rivers, reaches, qa."""
     try:
         t0 = time.perf_counter()
-        if rivers is not None or counties is not None:
-            if rivers is None or counties is None:
-                raise BasinsInputError("give both --rivers and --counties (or neither for a region).")
-            riv = read_rivers(rivers, river_name, crs=crs)
-            cty = read_counties(counties, county_id, county_name, city, province, crs=crs)
-            wat = read_layer(water, crs=crs) if water else None
-            d = read_dem(dem) if dem else None
-            label = f"{rivers.name} × {counties.name}"
-        else:
-            reg = load_region(region)
-            riv, cty, wat = reg.rivers, reg.counties, reg.water
-            d = read_dem(dem) if dem else reg.dem
-            label = f"region {region}"
+        riv, cty, wat, d, label = _inputs(region, rivers, counties, county_id, county_name, city,
+                                          province, river_name, water, dem, crs)
         outl = read_points(outlets, crs=crs) if outlets else None
         with console.status("discovering sections") as status:
             result = run_discover(riv, cty, wat, d, outl, orientation,
@@ -134,11 +161,6 @@ def _sample(kind: dict, region: str, given: Optional[Path], what: str) -> Path:
     return geodata_dir() / kind[region]
 
 
-def _region_discovery(region: str):
-    reg = load_region(region)
-    return run_discover(reg.rivers, reg.counties, reg.water, reg.dem)
-
-
 def audit_table(a, claim=None) -> Table:
     """Coverage figures and finding counts of an audit."""
     from .audit import FINDINGS
@@ -168,13 +190,23 @@ def claim_table(c) -> Table:
 
 @app.command()
 def audit(
-    region: str = typer.Option("shandong", help="Embedded or cached region."),
+    region: str = REGION,
+    rivers: Optional[Path] = RIVERS,
+    counties: Optional[Path] = COUNTIES,
+    county_id: str = COUNTY_ID,
+    county_name: str = COUNTY_NAME,
+    city: str = CITY,
+    province: str = PROVINCE,
+    river_name: Optional[str] = RIVER_NAME,
+    water: Optional[Path] = WATER,
+    dem: Optional[Path] = DEM,
+    crs: Optional[str] = CRS,
     agreements: Optional[Path] = typer.Option(None, help="Agreement registry (.csv, .xlsx, .yaml, "
                                               ".gpkg); default: the region's ILLUSTRATIVE sample."),
     year: Optional[int] = typer.Option(None, help="Assessment year (default: the sample's)."),
     on: Optional[str] = typer.Option(None, "--date", help="Assessment date YYYY-MM-DD instead."),
-    province: Optional[str] = typer.Option(None, help="Scope: counties of this province "
-                                           "(default: the region's own province)."),
+    scope: Optional[str] = typer.Option(None, help="Scope: counties of this province, e.g. "
+                                        "山东省 (default: the embedded region's own province)."),
     all_counties: bool = typer.Option(False, help="Scope: every county of the layer."),
     claim: list[str] = typer.Option([], help="Claimed figures, e.g. 'cities=16 counties=133 "
                                     "sections=301 cross_city=88 within_city=213'."),
@@ -190,17 +222,22 @@ def audit(
 
     try:
         from .agreements import parse_date
-        res = _region_discovery(region)
+        own = rivers is not None or counties is not None
+        if own and (agreements is None or (year is None and on is None)):
+            raise BasinsInputError("with your own --rivers/--counties give --agreements and "
+                                   "--year (or --date).")
+        res, _ = _discovery_for(region, rivers, counties, county_id, county_name, city, province,
+                                river_name, water, dem, crs)
         ags = read_agreements(_sample(SAMPLE_AGREEMENTS, region, agreements, "agreements"),
                               res.counties)
-        scope = None if all_counties else (province or DEMO_SCOPE.get(region))
+        scope = None if all_counties else (scope or (None if own else DEMO_SCOPE.get(region)))
         when = parse_date(on) if on else None
         yr = None if when else (year or DEMO_YEAR.get(region, 2025))
         a = run_audit(res, ags, year=yr, on=when, province=scope)
         check = None
         if claim or target_share is not None:
             check = check_claim(a, parse_claim(claim), target_share)
-        paths = write_audit(a, out_dir, prefix=f"{region}_audit", claim=check)
+        paths = write_audit(a, out_dir, prefix="audit" if own else f"{region}_audit", claim=check)
     except (BasinsInputError, ValueError) as exc:
         _fail(exc)
     console.print(audit_table(a))
@@ -214,7 +251,17 @@ def audit(
 
 @app.command()
 def settle(
-    region: str = typer.Option("shandong", help="Embedded or cached region."),
+    region: str = REGION,
+    rivers: Optional[Path] = RIVERS,
+    counties: Optional[Path] = COUNTIES,
+    county_id: str = COUNTY_ID,
+    county_name: str = COUNTY_NAME,
+    city: str = CITY,
+    province: str = PROVINCE,
+    river_name: Optional[str] = RIVER_NAME,
+    water: Optional[Path] = WATER,
+    dem: Optional[Path] = DEM,
+    crs: Optional[str] = CRS,
     agreements: Optional[Path] = typer.Option(None, help="Agreement registry; default: the "
                                               "region's ILLUSTRATIVE sample."),
     monitoring: Optional[Path] = typer.Option(None, help="Monitoring table (section_id, date, "
@@ -233,7 +280,12 @@ def settle(
     from .settlement import write_settlement
 
     try:
-        res = _region_discovery(region)
+        own = rivers is not None or counties is not None
+        if own and (agreements is None or monitoring is None or not year):
+            raise BasinsInputError("with your own --rivers/--counties give --agreements, "
+                                   "--monitoring and --year.")
+        res, _ = _discovery_for(region, rivers, counties, county_id, county_name, city, province,
+                                river_name, water, dem, crs)
         ags = read_agreements(_sample(SAMPLE_AGREEMENTS, region, agreements, "agreements"),
                               res.counties)
         mon = read_monitoring(_sample(SAMPLE_MONITORING, region, monitoring, "monitoring"),
@@ -243,7 +295,7 @@ def settle(
             inc = pd.read_csv(incidents, dtype=str).to_dict("records")
         years = year or [DEMO_YEAR.get(region, 2025)]
         s = run_settle(ags, mon, years, res.sections, res.counties, incidents=inc)
-        paths = write_settlement(s, out_dir, prefix=f"{region}_settlement")
+        paths = write_settlement(s, out_dir, prefix="settlement" if own else f"{region}_settlement")
     except (BasinsInputError, ValueError) as exc:
         _fail(exc)
     console.print(settlement_table(s))

@@ -122,3 +122,43 @@ def test_map_escapes_names_from_data(tmp_path):
     assert evil not in html and "<script>alert(2)" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
     assert html.count("basins-section") >= len(res.sections)
+
+
+def test_audit_and_settle_on_own_files(files, tmp_path):
+    """`basins audit` and `basins settle` on the user's own layers (SYNTHETIC), not a region."""
+    from datetime import date
+    from decimal import Decimal
+
+    import pandas as pd
+
+    from basins.agreements import Agreement, SectionRef, write_agreements
+
+    basin, d = files
+    args = ["--rivers", str(d / "rivers.shp"), "--counties", str(d / "counties.geojson"),
+            "--river-name", "rname", "--county-id", "code", "--county-name", "name",
+            "--city", "shi", "--province", "sheng"]
+    missing = runner.invoke(app, ["audit", *args, "--out-dir", str(tmp_path)])
+    assert missing.exit_code == 2 and "--agreements" in missing.output
+    res = discover_synthetic(basin)
+    s = res.sections[res.sections.kind == "crossing"].iloc[0]
+    reg = [Agreement(agreement_id="A1", name="own", signed=date(2024, 1, 1),
+                     valid_from=date(2024, 1, 1), valid_to=date(2026, 12, 31),
+                     template="shandong_county", annual_amount=Decimal(12_000_000),
+                     sections=(SectionRef(where="", row=1, section_id=s.section_id,
+                                          upstream=(s.upstream_ids,),
+                                          downstream=(s.downstream_ids,)),))]
+    write_agreements(reg, tmp_path / "reg.csv")
+    out = runner.invoke(app, ["audit", *args, "--agreements", str(tmp_path / "reg.csv"),
+                              "--year", "2025", "--out-dir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "audit.xlsx").exists() and "missing_agreement" in out.output
+    mon = pd.DataFrame([dict(section_id=s.section_id, date=f"2025-{m:02d}-01", indicator="NH3-N",
+                             value="0.3", unit="mg/L") for m in range(1, 13)])
+    mon.to_csv(tmp_path / "mon.csv", index=False)
+    out = runner.invoke(app, ["settle", *args, "--agreements", str(tmp_path / "reg.csv"),
+                              "--monitoring", str(tmp_path / "mon.csv"), "--year", "2025",
+                              "--out-dir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    led = pd.read_csv(tmp_path / "settlement_ledger.csv")
+    # class II every month against target III: downstream pays upstream
+    assert set(led.payer) == {s.downstream_ids} and set(led.payee) == {s.upstream_ids}
