@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -76,6 +77,27 @@ OUTLETS = typer.Option(None, help="Outlet points.")
 CRS = typer.Option(None, help="CRS to assume for inputs without one.")
 
 
+@contextlib.contextmanager
+def _stage_bar():
+    """A progress bar over the discovery stages (cleaning, orienting, sections)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description:32s}"), BarColumn(), TextColumn("{task.completed}/"
+                  "{task.total} stages"), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task("reading", total=3)
+        started = [False]
+
+        def tick(message: str) -> None:
+            if started[0]:
+                bar.advance(task)
+            started[0] = True
+            bar.update(task, description=message)
+
+        yield tick
+        bar.update(task, completed=3)
+
+
 def _inputs(region, rivers, counties, county_id, county_name, city, province, river_name, water,
             dem, crs):
     """Read the user's layers, or load a region: (rivers, counties, water, dem, label)."""
@@ -95,8 +117,8 @@ def _discovery_for(region, rivers, counties, county_id, county_name, city, provi
                    water, dem, crs):
     riv, cty, wat, d, label = _inputs(region, rivers, counties, county_id, county_name, city,
                                       province, river_name, water, dem, crs)
-    with console.status("discovering sections") as status:
-        return run_discover(riv, cty, wat, d, progress=lambda m: status.update(m)), label
+    with _stage_bar() as tick:
+        return run_discover(riv, cty, wat, d, progress=tick), label
 
 
 @app.command()
@@ -124,9 +146,8 @@ def discover(
         riv, cty, wat, d, label = _inputs(region, rivers, counties, county_id, county_name, city,
                                           province, river_name, water, dem, crs)
         outl = read_points(outlets, crs=crs) if outlets else None
-        with console.status("discovering sections") as status:
-            result = run_discover(riv, cty, wat, d, outl, orientation,
-                                  progress=lambda m: status.update(m))
+        with _stage_bar() as tick:
+            result = run_discover(riv, cty, wat, d, outl, orientation, progress=tick)
         write_discovery(result, out)
         if monitoring is not None:
             from .sections import snap_points_to_sections

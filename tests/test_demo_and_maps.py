@@ -177,3 +177,17 @@ def test_coverage_map_without_network_access_has_no_external_resources(shandong,
     external = re.findall(r"""<(?:script|link|img)[^>]*(?:src|href)\s*=\s*["']?(?:https?:)?//""",
                           html)
     assert external == []  # no CDN script, stylesheet or image: the map opens offline
+
+
+def test_optional_tile_layer_fails_gracefully_offline(browser, shandong, tmp_path):
+    """With an online tile layer and no network, the map still draws every section
+    and its legend; the only errors are the tiles that could not be fetched."""
+    _, res = shandong
+    p = tmp_path / "tiles.html"
+    network_map(res, tiles="OpenStreetMap").save(str(p))
+    errors = _open(browser, p)
+    assert all("tile" in e["message"].lower() or "net::" in e["message"] or
+               "Failed to load resource" in e["message"] for e in errors), errors
+    n = browser.execute_script("return document.querySelectorAll('path.basins-section').length")
+    assert n == len(res.sections)
+    assert browser.execute_script("return !!document.getElementById('basins-legend')")
