@@ -376,6 +376,10 @@ def _cover_share(lines: np.ndarray, targets, tol: float, step: float) -> np.ndar
     return np.bincount(li, weights=hit, minlength=len(lines)) / np.bincount(li, minlength=len(lines))
 
 
+#: lines per chunk in the near-duplicate search (bounds memory in dense networks)
+_DUP_CHUNK_LINES = 5_000
+
+
 def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> dict[int, str]:
     """Lines covered by longer lines within the duplicate tolerance, both ends included."""
     if len(g) < 2:
@@ -388,27 +392,39 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     rank[order] = np.arange(len(g))
     pts, li, _ = sample_lines(g, min(settings.sample_step_m, tol))
     tree = shapely.STRtree(g)
-    pi, gj = tree.query(pts, predicate="dwithin", distance=tol)
-    own = li[pi]
-    m = rank[gj] < rank[own]  # only strictly higher-ranked (longer) lines may cover
-    pi, gj, own = pi[m], gj[m], own[m]
-    if len(pi) == 0:
-        return {}
-    # a duplicate runs alongside the other line: the nearest points on the other line
-    # move along with it. A line that merely continues or joins the other (a short
-    # reach next to a long one) is near it only around the shared end, where the
-    # nearest point stays put, so it does not count as covered.
-    at = shapely.line_locate_point(g[gj], pts[pi])
-    pair = pd.DataFrame({"own": own, "other": gj, "at": at})
-    span = pair.groupby(["own", "other"], sort=False).at.agg(["min", "max"])
-    span = span["max"] - span["min"]
-    need = 0.5 * lengths[span.index.get_level_values("own")]
-    good = {k for k, ok in zip(span.index.tolist(), span.to_numpy() >= need) if ok}
-    keep = np.fromiter(((o, q) in good for o, q in zip(own.tolist(), gj.tolist())), bool,
-                       count=len(own))
-    pi, gj, own = pi[keep], gj[keep], own[keep]
+    n = np.int64(len(g))
     covered = np.zeros(len(pts), bool)
-    covered[pi] = True
+    good_parts, count_parts = [], []
+    # samples come grouped by line, so chunks of whole lines see every pair of their
+    # lines complete; chunking bounds the candidate arrays in dense networks
+    bounds = np.searchsorted(li, np.arange(0, len(g) + _DUP_CHUNK_LINES, _DUP_CHUNK_LINES))
+    bounds = np.unique(np.clip(bounds, 0, len(pts)))
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        pi, gj = tree.query(pts[a:b], predicate="dwithin", distance=tol)
+        pi = pi + a
+        own = li[pi]
+        m = rank[gj] < rank[own]  # only strictly higher-ranked (longer) lines may cover
+        pi, gj, own = pi[m], gj[m], own[m]
+        if len(pi) == 0:
+            continue
+        # a duplicate runs alongside the other line: the nearest points on the other
+        # line move along with it. A line that merely continues or joins the other (a
+        # short reach next to a long one) is near it only around the shared end, where
+        # the nearest point stays put, so it does not count as covered.
+        at = shapely.line_locate_point(g[gj], pts[pi])
+        key = own.astype(np.int64) * n + gj
+        span = pd.DataFrame({"k": key, "at": at}).groupby("k", sort=True).at.agg(["min", "max"])
+        kk = span.index.to_numpy()
+        ok = (span["max"] - span["min"]).to_numpy() >= 0.5 * lengths[kk // n]
+        good = kk[ok]
+        keep = np.isin(key, good)
+        covered[pi[keep]] = True
+        good_parts.append(good)
+        ck, cc = np.unique(key[keep], return_counts=True)
+        count_parts.append((ck, cc))
+    if not good_parts:
+        return {}
+    good = np.concatenate(good_parts)
     share = np.bincount(li, weights=covered, minlength=len(g)) / np.bincount(li, minlength=len(g))
     out: dict[int, str] = {}
     cand = np.flatnonzero(share >= settings.duplicate_min_cover)
@@ -417,15 +433,16 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     ends = np.concatenate([shapely.get_point(g[cand], 0), shapely.get_point(g[cand], -1)])
     ei, ej = tree.query(ends, predicate="dwithin", distance=tol)
     owner = np.concatenate([cand, cand])[ei]
-    ok = (rank[ej] < rank[owner]) & np.fromiter(
-        ((o, q) in good for o, q in zip(owner.tolist(), ej.tolist())), bool, count=len(ej))
+    ok = (rank[ej] < rank[owner]) & np.isin(owner.astype(np.int64) * n + ej, good)
     end_hit = np.zeros(len(ends), bool)
     end_hit[ei[ok]] = True
     both = end_hit[: len(cand)] & end_hit[len(cand):]
     # the covering line most often seen for each duplicate names it in the QA table
     # (ties: the lower index, so the result is deterministic)
-    sel = np.isin(own, cand[both])
-    counts = pd.DataFrame({"own": own[sel], "other": gj[sel]}).value_counts().reset_index()
+    ck = np.concatenate([c for c, _ in count_parts])
+    cc = np.concatenate([c for _, c in count_parts])
+    counts = pd.DataFrame({"own": ck // n, "other": ck % n, "count": cc})
+    counts = counts[counts.own.isin(cand[both])]
     counts = counts.sort_values(["own", "count", "other"], ascending=[True, False, True])
     best = counts.drop_duplicates("own").set_index("own")["other"]
     for c in cand[both]:
