@@ -71,12 +71,11 @@ class Audit:
         s = self.sections[self.sections.in_scope]
         c = self.counties
         wc = c[c.status != "no_cross_boundary_river"]
-        name = (wc.county + " (" + wc.county_id + ", " + wc.status + ")").tolist
         level = {v: k for k, v in LEVEL_NAMES.items()}
         if key == "cities":
             return sorted(wc.city.unique().tolist())
         if key == "counties":
-            return name()
+            return (wc.county + " (" + wc.county_id + ", " + wc.status + ")").tolist()
         if key == "counties_total":
             return (c.county + " (" + c.county_id + ")").tolist()
         if key in ("sections", "sections_covered", "share_sections_covered") or key in level:

@@ -113,6 +113,25 @@ def _inputs(region, rivers, counties, county_id, county_name, city, province, ri
             f"region {region}")
 
 
+def _discovery_and_agreements(agreements: Optional[Path], needs: dict, region, *inputs):
+    """Discovery (own layers or a region) and its agreements, shared by audit and settle.
+
+    With the user's own ``--rivers/--counties`` every option in ``needs`` (name →
+    value) must be given: no silent fallback to a region's ILLUSTRATIVE samples.
+    Returns (discovery, agreements, own).
+    """
+    from .agreements import read_agreements
+
+    own = inputs[0] is not None or inputs[1] is not None
+    missing = [name for name, value in needs.items() if not value]
+    if own and missing:
+        raise BasinsInputError(f"with your own --rivers/--counties give {', '.join(missing)}.")
+    res, _ = _discovery_for(region, *inputs)
+    ags = read_agreements(_sample(SAMPLE_AGREEMENTS, region, agreements, "agreements"),
+                          res.counties)
+    return res, ags, own
+
+
 def _discovery_for(region, rivers, counties, county_id, county_name, city, province, river_name,
                    water, dem, crs):
     riv, cty, wat, d, label = _inputs(region, rivers, counties, county_id, county_name, city,
@@ -203,8 +222,7 @@ def claim_table(c) -> Table:
         t.add_column(col)
     for r in c.table.itertuples():
         behind = [b for b in str(r.behind).split("; ") if b][:5]
-        fmt = (lambda v: f"{v:g}")
-        t.add_row(r.figure, fmt(r.claimed), fmt(r.computed), "holds" if r.holds else "NO",
+        t.add_row(r.figure, f"{r.claimed:g}", f"{r.computed:g}", "holds" if r.holds else "NO",
                   "\n".join(behind))
     return t
 
@@ -237,20 +255,14 @@ def audit(
     out_dir: Path = typer.Option(Path("maps"), help="Where to write the audit files."),
 ) -> None:
     """Match agreements to sections: missing, stale, mis-oriented, coverage by county, claims."""
-    from .agreements import read_agreements
+    from .agreements import parse_date
     from .audit import audit as run_audit
     from .audit import check_claim, parse_claim, write_audit
 
     try:
-        from .agreements import parse_date
-        own = rivers is not None or counties is not None
-        if own and (agreements is None or (year is None and on is None)):
-            raise BasinsInputError("with your own --rivers/--counties give --agreements and "
-                                   "--year (or --date).")
-        res, _ = _discovery_for(region, rivers, counties, county_id, county_name, city, province,
-                                river_name, water, dem, crs)
-        ags = read_agreements(_sample(SAMPLE_AGREEMENTS, region, agreements, "agreements"),
-                              res.counties)
+        res, ags, own = _discovery_and_agreements(
+            agreements, {"--agreements": agreements, "--year (or --date)": year or on}, region,
+            rivers, counties, county_id, county_name, city, province, river_name, water, dem, crs)
         scope = None if all_counties else (scope or (None if own else DEMO_SCOPE.get(region)))
         when = parse_date(on) if on else None
         yr = None if when else (year or DEMO_YEAR.get(region, 2025))
@@ -295,20 +307,15 @@ def settle(
     """Monthly accounting and yearly settlement into an exact ledger (CSV, Excel, GeoPackage)."""
     import pandas as pd
 
-    from .agreements import read_agreements
     from .quality import read_monitoring
     from .settlement import settle as run_settle
     from .settlement import write_settlement
 
     try:
-        own = rivers is not None or counties is not None
-        if own and (agreements is None or monitoring is None or not year):
-            raise BasinsInputError("with your own --rivers/--counties give --agreements, "
-                                   "--monitoring and --year.")
-        res, _ = _discovery_for(region, rivers, counties, county_id, county_name, city, province,
-                                river_name, water, dem, crs)
-        ags = read_agreements(_sample(SAMPLE_AGREEMENTS, region, agreements, "agreements"),
-                              res.counties)
+        res, ags, own = _discovery_and_agreements(
+            agreements, {"--agreements": agreements, "--monitoring": monitoring, "--year": year},
+            region, rivers, counties, county_id, county_name, city, province, river_name, water,
+            dem, crs)
         mon = read_monitoring(_sample(SAMPLE_MONITORING, region, monitoring, "monitoring"),
                               set(res.sections.section_id))
         inc = None

@@ -37,7 +37,7 @@ FORMULAS: dict[str, tuple[Callable, dict[str, Any]]] = {}
 def register_formula(name: str, defaults: dict[str, Any]) -> Callable[[Callable], Callable]:
     """Register a settlement formula with its default parameters (decorator).
 
-    The function is called as ``f(ctx)`` with a :class:`basins.settlement.YearContext`
+    The function is called as ``f(ctx)`` with a :class:`YearContext`
     and returns transfers; see :mod:`basins.settlement`.
     """
     def deco(fn: Callable) -> Callable:
