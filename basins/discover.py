@@ -57,11 +57,13 @@ def discover(
     """
     say = progress or (lambda _msg: None)
     crs = analysis_crs_for(counties, rivers)
+    # project each layer once: the stages skip ``to_crs`` when the CRS already matches
+    counties = counties.to_crs(crs)
+    water = water.to_crs(crs) if water is not None else None
     say("cleaning and noding reaches")
     reaches, qa = reaches_from_rivers(rivers, crs, water, settings)
     say("orienting the flow graph")
-    G = graph_from_reaches(reaches, counties.to_crs(crs), orientation, dem, outlets, settings,
-                           water)
+    G = graph_from_reaches(reaches, counties, orientation, dem, outlets, settings, water)
     say("discovering sections")
     return sections_from_graph(G, counties, settings, qa)
 

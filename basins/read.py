@@ -413,13 +413,28 @@ class Dem:
     source: str = "dem"
 
     def sample(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-        """Elevation at the given WGS84 positions; NaN outside the grid."""
-        from scipy.interpolate import RegularGridInterpolator
+        """Elevation at the given WGS84 positions; NaN outside the grid.
 
-        f = RegularGridInterpolator(
-            (self.lat, self.lon), self.z, method="linear", bounds_error=False, fill_value=np.nan
-        )
-        return f(np.column_stack([np.asarray(lat, float), np.asarray(lon, float)]))
+        Bilinear between the four surrounding cell centres (NaN if any is NaN).
+        """
+        lon = np.asarray(lon, float)
+        lat = np.asarray(lat, float)
+        if len(self.lon) < 2 or len(self.lat) < 2:
+            raise BasinsInputError(f"{self.source}: a DEM needs at least 2 x 2 cells.")
+
+        def locate(grid: np.ndarray, v: np.ndarray):
+            i = np.clip(np.searchsorted(grid, v, side="right") - 1, 0, len(grid) - 2)
+            t = (v - grid[i]) / (grid[i + 1] - grid[i])
+            return i, t, (v < grid[0]) | (v > grid[-1]) | np.isnan(v)
+
+        i, tx, out_x = locate(self.lon, lon)
+        j, ty, out_y = locate(self.lat, lat)
+        z = self.z
+        with np.errstate(invalid="ignore"):
+            top = z[j, i] * (1 - tx) + z[j, i + 1] * tx
+            bottom = z[j + 1, i] * (1 - tx) + z[j + 1, i + 1] * tx
+            v = top * (1 - ty) + bottom * ty
+        return np.where(out_x | out_y, np.nan, v)
 
     def subset(self, bounds: tuple[float, float, float, float], margin: float = 0.5) -> "Dem":
         """The part of the grid covering ``bounds`` (lon/lat) plus a margin in degrees."""

@@ -32,7 +32,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 import shapely
-from shapely.ops import substring
+from scipy.spatial import cKDTree
 
 from . import settings as st
 from .network import QA_COLUMNS, reaches_from_graph, sample_lines
@@ -236,29 +236,92 @@ def chains_from_graph(G: nx.MultiDiGraph) -> list[Chain]:
 # ---------------------------------------------------------------------------
 # labelling
 # ---------------------------------------------------------------------------
+def _near_segments(pts: np.ndarray, counties: np.ndarray, tol: float):
+    """Two-point segments of the county outlines that may lie within ``tol`` of a point.
+
+    County outlines have millions of vertices, and a river passes near few of
+    them, so the outlines are filtered before any geometry is built: outlines are
+    densified to segments of at most ``tol``, and a segment is kept when one of its
+    ends lies in a grid cell (side ``2 * tol``) next to a cell holding a point. A
+    segment within ``tol`` of a point has both ends within ``2 * tol`` of it, so
+    nothing near is lost.
+
+    Returns
+    -------
+    start, end, owner
+        Coordinates of the segments' ends, and the index of the county each belongs to.
+    """
+    parts, owner_part = shapely.get_parts(counties, return_index=True)
+    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    rings = shapely.segmentize(rings, tol)
+    coords, ridx = shapely.get_coordinates(rings, return_index=True)
+    same = np.flatnonzero(ridx[1:] == ridx[:-1])
+    xy = shapely.get_coordinates(pts)
+    if len(xy) == 0 or len(same) == 0:
+        return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, dtype=int)
+    cell = 2.0 * tol
+    lo = xy.min(axis=0) - 2 * cell
+    pc = np.floor((xy - lo) / cell).astype(np.int64)
+    shape = pc.max(axis=0) + 3
+    near = np.zeros(int(shape[0]) * int(shape[1]), bool) if shape.prod() <= 50_000_000 else None
+    keys = []
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            keys.append((pc[:, 0] + dx) * shape[1] + (pc[:, 1] + dy))
+    keys = np.unique(np.concatenate(keys))
+    vc = np.floor((coords - lo) / cell).astype(np.int64)
+    inside = (vc >= 0).all(axis=1) & (vc < shape).all(axis=1)
+    vkey = np.where(inside, vc[:, 0] * shape[1] + vc[:, 1], -1)
+    if near is not None:
+        near[keys] = True
+        vhit = inside & near[np.maximum(vkey, 0)]
+    else:  # a huge sparse extent: look cells up by sorting instead
+        vhit = inside & np.isin(vkey, keys)
+    same = same[vhit[same] | vhit[same + 1]]
+    return coords[same], coords[same + 1], owner_part[ring_part[ridx[same]]]
+
+
+def _point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance from each point ``p`` to the segment ``a``-``b`` (arrays of shape (n, 2))."""
+    ab = b - a
+    den = np.einsum("ij,ij->i", ab, ab)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(den > 0, np.einsum("ij,ij->i", p - a, ab) / den, 0.0)
+    q = a + ab * np.clip(t, 0.0, 1.0)[:, None]
+    return np.hypot(p[:, 0] - q[:, 0], p[:, 1] - q[:, 1])
+
+
 def _label_samples(pts: np.ndarray, counties: np.ndarray, tol: float):
     """Nearest and second-nearest county within ``tol`` of each point (-1 when none)."""
     # inside: distance 0; near: distance to the county's outline, cut into short
     # segments so each distance is cheap (county outlines have thousands of vertices)
     # query polygons against a tree of points: each polygon is prepared once
     cin, pin = shapely.STRtree(pts).query(counties, predicate="intersects")
-    rings = shapely.get_parts(shapely.get_rings(shapely.get_parts(counties)))
-    owner_part = shapely.get_parts(counties, return_index=True)[1]
-    _, ring_part = shapely.get_rings(shapely.get_parts(counties), return_index=True)
-    coords, ridx = shapely.get_coordinates(rings, return_index=True)
-    same = ridx[1:] == ridx[:-1]
-    segs = shapely.linestrings(np.stack([coords[:-1][same], coords[1:][same]], axis=1))
-    seg_owner = owner_part[ring_part[ridx[:-1][same]]]
-    pj, sj = shapely.STRtree(segs).query(pts, predicate="dwithin", distance=tol)
-    dj = shapely.distance(pts[pj], segs[sj])
+    sa, sb, seg_owner = _near_segments(pts, counties, tol)
+    xy = shapely.get_coordinates(pts)
+    # candidate pairs: segment midpoints within tol + half the longest segment of a
+    # point (k-d trees, no geometry objects); then exact distances in numpy
+    if len(sa) and len(xy):
+        reach = tol + float(np.hypot(*(sb - sa).T).max()) / 2 + 1e-6
+        pairs = cKDTree(xy).sparse_distance_matrix(cKDTree((sa + sb) / 2), reach,
+                                                   output_type="ndarray")
+        pj, sj = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64)
+    else:
+        pj = sj = np.zeros(0, dtype=np.int64)
+    dj = _point_segment_distance(xy[pj], sa[sj], sb[sj])
+    near = dj <= tol
+    pj, sj, dj = pj[near], sj[near], dj[near]
     pi = np.concatenate([pin, pj])
     ci = np.concatenate([cin, seg_owner[sj]])
     d = np.concatenate([np.zeros(len(pin)), dj])
     # one row per (point, county) with its smallest distance
-    order = np.lexsort((d, ci, pi))
-    pi, ci, d = pi[order], ci[order], d[order]
-    keep = np.r_[True, (pi[1:] != pi[:-1]) | (ci[1:] != ci[:-1])]
-    pi, ci, d = pi[keep], ci[keep], d[keep]
+    key = pi.astype(np.int64) * max(len(counties), 1) + ci
+    order = np.argsort(key, kind="stable")
+    key, d = key[order], d[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, int)
+    d = np.minimum.reduceat(d, starts) if len(key) else d
+    key = key[starts]
+    pi, ci = key // max(len(counties), 1), key % max(len(counties), 1)
     order = np.lexsort((ci, d, pi))
     pi, ci, d = pi[order], ci[order], d[order]
     first = np.full(len(pts), -1)
@@ -276,15 +339,36 @@ def _label_samples(pts: np.ndarray, counties: np.ndarray, tol: float):
 
 
 def _side_votes(pts, tangents, a, b, counties, tol) -> np.ndarray:
-    """Positive where county ``a`` lies to the left of the flow direction."""
+    """Positive where county ``a`` lies to the left of the flow direction.
+
+    Probes at ``tol / 2`` and ``tol`` to each side of the river: +1 for each probe
+    in the county that side would put it in (a left, b right), -1 for each probe in
+    the other; summed over a run this measures which county fills which side. Where
+    the probes decide nothing (both in a gap, or both in one county) the distances
+    from the probes to the two counties vote instead.
+    """
     normal = np.column_stack([-tangents[:, 1], tangents[:, 0]])
     xy = shapely.get_coordinates(pts)
-    lp = shapely.points(xy + normal * tol)
-    rp = shapely.points(xy - normal * tol)
+    shapely.prepare(counties)
     ga, gb = counties[a], counties[b]
-    d1 = shapely.distance(lp, ga) + shapely.distance(rp, gb)  # a left, b right
-    d2 = shapely.distance(lp, gb) + shapely.distance(rp, ga)
-    return d2 - d1
+    votes = np.zeros(len(xy))
+    for k in (0.5, 1.0):  # two probes a side sample the strip beside the river
+        lxy, rxy = xy + normal * (k * tol), xy - normal * (k * tol)
+        votes += shapely.contains_xy(ga, lxy[:, 0], lxy[:, 1])
+        votes += shapely.contains_xy(gb, rxy[:, 0], rxy[:, 1])
+        votes -= shapely.contains_xy(gb, lxy[:, 0], lxy[:, 1])
+        votes -= shapely.contains_xy(ga, rxy[:, 0], rxy[:, 1])
+    lxy, rxy = xy + normal * tol, xy - normal * tol
+    undecided = np.flatnonzero(votes == 0)
+    if len(undecided):
+        lp = shapely.points(lxy[undecided])
+        rp = shapely.points(rxy[undecided])
+        ga, gb = ga[undecided], gb[undecided]
+        d1 = shapely.distance(lp, ga) + shapely.distance(rp, gb)  # a left, b right
+        d2 = shapely.distance(lp, gb) + shapely.distance(rp, ga)
+        # scaled below one probe's vote: distances only break ties
+        votes[undecided] = np.clip((d2 - d1) / (4 * tol), -0.5, 0.5)
+    return votes
 
 
 def _runs_for_chains(chains, counties_g, settings):
@@ -328,10 +412,40 @@ def _runs_for_chains(chains, counties_g, settings):
             if rb >= 0:
                 run.left, run.right = (ra, rb) if v >= 0 else (rb, ra)
             runs.append(run)
-        c.runs = _smooth(runs, settings, c.geometry)
+        c.runs = _smooth(runs, settings, _Along(c.geometry)) if len(runs) > 1 else runs
 
 
-def _extent(r: Run, line) -> float:
+class _Along:
+    """Points along one line by distance from its start (numpy, no shapely call per point)."""
+
+    __slots__ = ("x", "y", "cum", "_memo")
+
+    def __init__(self, line) -> None:
+        xy = shapely.get_coordinates(line)
+        self.x, self.y = xy[:, 0], xy[:, 1]
+        self.cum = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(self.x), np.diff(self.y)))])
+        self._memo: dict[tuple[float, float], float] = {}
+
+    def distance(self, s0: float, s1: float) -> float:
+        """Straight-line distance between the points at ``s0`` and ``s1`` along the line."""
+        key = (s0, s1)
+        if key not in self._memo:  # smoothing asks for the same runs again and again
+            x = np.interp(key, self.cum, self.x)
+            y = np.interp(key, self.cum, self.y)
+            self._memo[key] = float(np.hypot(x[1] - x[0], y[1] - y[0]))
+        return self._memo[key]
+
+    def substring(self, s0: float, s1: float) -> shapely.LineString:
+        """The part of the line between distances ``s0`` < ``s1`` from its start."""
+        inner = np.flatnonzero((self.cum > s0) & (self.cum < s1))
+        xs = np.concatenate([np.interp([s0], self.cum, self.x), self.x[inner],
+                             np.interp([s1], self.cum, self.x)])
+        ys = np.concatenate([np.interp([s0], self.cum, self.y), self.y[inner],
+                             np.interp([s1], self.cum, self.y)])
+        return shapely.linestrings(np.column_stack([xs, ys]))
+
+
+def _extent(r: Run, line: _Along | None) -> float:
     """Straight-line distance between the ends of a run (its reach over the ground).
 
     Measuring runs this way, not along the river, makes a river that meanders
@@ -339,10 +453,10 @@ def _extent(r: Run, line) -> float:
     """
     if line is None:
         return r.length
-    return line.interpolate(r.start).distance(line.interpolate(r.end))
+    return line.distance(r.start, r.end)
 
 
-def _short(r: Run, settings, line=None) -> bool:
+def _short(r: Run, settings, line: _Along | None = None) -> bool:
     return _extent(r, line) < (settings.min_boundary_run_m if r.is_pair else settings.min_run_m)
 
 
@@ -360,7 +474,7 @@ def _merge_equal(runs: list[Run]) -> list[Run]:
     return out
 
 
-def _smooth(runs: list[Run], settings, line=None) -> list[Run]:
+def _smooth(runs: list[Run], settings, line: _Along | None = None) -> list[Run]:
     """Absorb short runs into their neighbours (meanders, grazes, crossings)."""
     runs = _merge_equal(runs)
     while len(runs) > 1:
@@ -396,7 +510,7 @@ def _smooth_network(chains: list[Chain], settings) -> None:
         by_u[c.u].append(c)
         by_v[c.v].append(c)
     for c in chains:
-        if len(c.runs) != 1 or not _short(c.runs[0], settings, c.geometry):
+        if len(c.runs) != 1 or not _short(c.runs[0], settings, _Along(c.geometry)):
             continue
         r = c.runs[0]
         down = {d.runs[0].label for d in by_u[c.v] if d.runs}
@@ -612,10 +726,17 @@ def _boundary_frame(chains: list[Chain], cty, crs) -> gpd.GeoDataFrame:
         groups[find(i)].append(i)
     ids, names = cty.county_id.to_numpy(), cty.county.to_numpy()
     pc_arrays = (cty.province.to_numpy(), cty.city.to_numpy())
+    alongs: dict[int, _Along] = {}
+
+    def along_of(c: Chain) -> _Along:
+        if c.cid not in alongs:
+            alongs[c.cid] = _Along(c.geometry)
+        return alongs[c.cid]
+
     recs, geoms = [], []
     for members in groups.values():
         c0, _, r0 = pieces[members[0]]
-        parts = [substring(pieces[i][0].geometry, pieces[i][2].start, pieces[i][2].end)
+        parts = [along_of(pieces[i][0]).substring(pieces[i][2].start, pieces[i][2].end)
                  for i in members]
         geom = shapely.line_merge(shapely.multilinestrings(parts)) if len(parts) > 1 else parts[0]
         length = sum(p.length for p in parts)

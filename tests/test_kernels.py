@@ -1,0 +1,110 @@
+"""The fast geometry kernels agree with plain shapely / scipy on random inputs.
+
+Discovery replaces per-pair GEOS calls with k-d trees and numpy; each kernel is
+checked here against the slow, obvious computation it replaces.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import shapely
+from hypothesis import given, settings as hsettings, strategies as hs
+from scipy.interpolate import RegularGridInterpolator
+
+from basins.network import SegmentIndex, _medial_path
+from basins.read import Dem
+from basins.sections import _label_samples
+from basins.synthetic import make_basin
+
+
+def _random_lines(rng, n, span=10_000.0):
+    out = []
+    for _ in range(n):
+        k = int(rng.integers(2, 12))
+        xy = rng.uniform(0, span, 2) + np.cumsum(rng.normal(0, 800, (k, 2)), axis=0)
+        out.append(shapely.linestrings(xy))
+    return np.array(out, dtype=object)
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(50, 3000))
+def test_segment_index_pairs_match_shapely(seed, tol):
+    rng = np.random.default_rng(seed)
+    lines = _random_lines(rng, int(rng.integers(1, 8)))
+    xy = rng.uniform(-2000, 12_000, (60, 2))
+    idx = SegmentIndex(lines, tol)
+    pi, sj, d, pos = idx.pairs(xy, tol)
+    near = {(int(p), int(idx.owner[s])) for p, s in zip(pi, sj)}
+    pts = shapely.points(xy)
+    truth = {(p, j) for p in range(len(xy)) for j in range(len(lines))
+             if shapely.distance(pts[p], lines[j]) <= tol}
+    # a pair right at the tolerance may fall either way by rounding
+    dist = {(p, j): shapely.distance(pts[p], lines[j]) for p, j in near ^ truth}
+    assert all(abs(v - tol) < 1e-6 for v in dist.values())
+    # the nearest segment of each line gives line_locate_point's position
+    best: dict = {}
+    for p, s, dd, at in zip(pi, sj, d, pos):
+        key = (int(p), int(idx.owner[s]))
+        if key not in best or dd < best[key][0]:
+            best[key] = (dd, at)
+    for (p, j), (dd, at) in best.items():
+        assert abs(dd - shapely.distance(pts[p], lines[j])) < 1e-6
+        ref = shapely.line_locate_point(lines[j], pts[p])
+        # equal up to ties (two points of the line at the same distance)
+        if abs(at - ref) > 1e-3:
+            q = shapely.line_interpolate_point(lines[j], at)
+            assert abs(shapely.distance(q, pts[p]) - dd) < 1e-6
+
+
+def test_segment_index_does_not_join_parts():
+    # two parts far apart: no segment may run between them
+    mls = shapely.multilinestrings([[(0, 0), (10, 0)], [(1000, 0), (1010, 0)]])
+    idx = SegmentIndex(np.array([mls], dtype=object), 5.0)
+    pi, _, _, _ = idx.pairs(np.array([[500.0, 0.0]]), 100.0)
+    assert len(pi) == 0
+
+
+@hsettings(max_examples=10, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(300, 4000))
+def test_label_samples_match_brute_force(seed, tol):
+    b = make_basin(seed=seed % 1000)
+    counties = np.asarray(b.counties.geometry.array, dtype=object)
+    rng = np.random.default_rng(seed)
+    x0, y0, x1, y1 = b.counties.total_bounds
+    xy = np.column_stack([rng.uniform(x0 - tol, x1 + tol, 300), rng.uniform(y0 - tol, y1 + tol, 300)])
+    pts = shapely.points(xy)
+    a, bb = _label_samples(pts, counties, tol)
+    for i, p in enumerate(pts):
+        d = shapely.distance(p, counties)
+        order = [int(j) for j in np.lexsort((np.arange(len(d)), d)) if d[j] <= tol]
+        if len(order) > 2 and abs(d[order[1]] - d[order[2]]) < 1e-6:
+            continue  # the second nearest is a tie: either answer is right
+        want = sorted(order[:2])
+        got = [] if a[i] < 0 else [int(a[i])] if bb[i] < 0 else [int(a[i]), int(bb[i])]
+        assert got == want, (i, got, want)
+
+
+def test_dem_sample_matches_scipy():
+    rng = np.random.default_rng(7)
+    lon = np.cumsum(rng.uniform(0.1, 0.3, 20)) + 100
+    lat = np.cumsum(rng.uniform(0.1, 0.3, 15)) + 30
+    z = rng.normal(size=(15, 20))
+    z[3, 4] = np.nan
+    x = rng.uniform(lon[0] - 0.5, lon[-1] + 0.5, 4000)
+    y = rng.uniform(lat[0] - 0.5, lat[-1] + 0.5, 4000)
+    x[:3], y[:3] = lon[-1], lat[[0, -1, 5]]  # on the grid's last column
+    ref = RegularGridInterpolator((lat, lon), z, bounds_error=False, fill_value=np.nan)(
+        np.column_stack([y, x]))
+    got = Dem(lon, lat, z).sample(x, y)
+    assert np.array_equal(np.isnan(ref), np.isnan(got))
+    assert np.nanmax(np.abs(ref - got)) < 1e-9
+
+
+def test_medial_path_of_a_strip_is_its_centre_line():
+    strip = shapely.Polygon([(0, 0), (20_000, 0), (20_000, 800), (0, 800)])
+    shapely.prepare(strip)
+    path = _medial_path(strip, 100.0)
+    xy = shapely.get_coordinates(path)
+    mid = (xy[:, 0] > 1000) & (xy[:, 0] < 19_000)
+    assert np.allclose(xy[mid, 1], 400.0, atol=1.0)
+    assert path.length > 18_500
