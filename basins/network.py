@@ -626,7 +626,10 @@ def _node(reaches: gpd.GeoDataFrame, settings: st.Settings) -> gpd.GeoDataFrame:
     line_idx = np.repeat(np.arange(len(g)), counts)
     new = shapely.linestrings(coords, indices=line_idx)
     out = out.set_geometry(gpd.GeoSeries(new, crs=out.crs).values)
-    keys = [_node_key(x, y) for x, y in node_xy]
+    # one key per node (cluster), not per endpoint
+    cluster_keys = np.array([_node_key(x, y) for x, y in pts[first].tolist()], dtype=object)
+    _, cl = np.unique(lab, return_inverse=True)
+    keys = cluster_keys[cl]
     out["u"] = keys[: len(g)]
     out["v"] = keys[len(g):]
     degenerate = out.u == out.v

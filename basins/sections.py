@@ -509,8 +509,14 @@ def _smooth_network(chains: list[Chain], settings) -> None:
     for c in chains:
         by_u[c.u].append(c)
         by_v[c.v].append(c)
-    for c in chains:
-        if len(c.runs) != 1 or not _short(c.runs[0], settings, _Along(c.geometry)):
+    # a single run spans its whole chain: its extent is the chord between the ends
+    geoms = np.array([c.geometry for c in chains], dtype=object)
+    chord = shapely.distance(shapely.get_point(geoms, 0), shapely.get_point(geoms, -1)) \
+        if len(geoms) else np.zeros(0)
+    for c, ext in zip(chains, chord.tolist()):
+        if len(c.runs) != 1:
+            continue
+        if ext >= (settings.min_boundary_run_m if c.runs[0].is_pair else settings.min_run_m):
             continue
         r = c.runs[0]
         down = {d.runs[0].label for d in by_u[c.v] if d.runs}
@@ -803,8 +809,9 @@ def _qa_frame(qa, reaches, sections, cty, usable, counties_in) -> pd.DataFrame:
     base = pd.DataFrame(columns=QA_COLUMNS) if qa is None else qa[QA_COLUMNS].copy()
     # orientation flags onto the input rows that produced flagged reaches
     flagged = reaches[reaches.orientation_flag != ""]
-    by_row = flagged.groupby("source_row")["orientation_flag"].agg(
-        lambda s: "; ".join(sorted(set(s))))
+    uniq = flagged[["source_row", "orientation_flag"]].drop_duplicates() \
+        .sort_values(["source_row", "orientation_flag"])
+    by_row = uniq.groupby("source_row", sort=True)["orientation_flag"].agg("; ".join)
     if len(base) and len(by_row):
         flag = base.source_row.map(by_row)
         hit = (base.layer == "rivers") & (base.status == "used") & flag.notna()
