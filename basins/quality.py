@@ -214,9 +214,13 @@ def _ranks(monitoring: pd.DataFrame, water: dict[str, str]) -> np.ndarray:
     same way, so a value equal to a limit compares equal, and distinct decimals of
     up to 15 significant digits keep their order.
     """
-    v = monitoring.value_mg_l.map(float).to_numpy(dtype=float)
+    # convert each distinct value and section once (monitoring repeats them a lot)
+    vcode, vuniq = pd.factorize(monitoring.value_mg_l, use_na_sentinel=False)
+    v = np.array([float(x) for x in vuniq], dtype=float)[vcode]
     ind = monitoring.indicator.to_numpy()
-    lake = monitoring.section_id.map(lambda x: water.get(x, "river") == "lake").to_numpy(bool)
+    scode, suniq = pd.factorize(monitoring.section_id, use_na_sentinel=False)
+    lake = np.array([water.get(x, "river") == "lake" for x in suniq], dtype=bool)[scode] \
+        if len(suniq) else np.zeros(len(v), bool)
     out = np.zeros(len(v), dtype=np.int8)
     for name, spec in LIMITS.items():
         for kind_water, mask_w in (("river", ~lake), ("lake", lake)):
@@ -245,15 +249,23 @@ def monthly_classes(monitoring: pd.DataFrame, water: dict[str, str] | None = Non
         return pd.DataFrame(columns=cols)
     r = _ranks(monitoring, water or {})
     order = {k: i for i, k in enumerate(LIMITS)}
-    df = pd.DataFrame({"section_id": monitoring.section_id.to_numpy(),
-                       "month": monitoring.month.to_numpy(), "rank": r,
-                       "o": monitoring.indicator.map(order).to_numpy(),
-                       "worst_indicator": monitoring.indicator.to_numpy()})
-    df = df[df["rank"] > 0].sort_values(["section_id", "month", "rank", "o"],
-                                        ascending=[True, True, False, True], kind="stable")
-    df = df.drop_duplicates(["section_id", "month"])
-    df["class"] = np.array(CLASSES, dtype=object)[df["rank"].to_numpy() - 1]
-    return df[cols].reset_index(drop=True)
+    # sort on integer codes (sorted categories keep the text order): much faster
+    # than sorting strings
+    sc, su = pd.factorize(monitoring.section_id, sort=True)
+    mc, mu = pd.factorize(monitoring.month, sort=True)
+    ic, iu = pd.factorize(monitoring.indicator)
+    o = np.array([order.get(x, len(order)) for x in iu], dtype=np.int64)[ic]
+    keep = np.flatnonzero(r > 0)
+    idx = keep[np.lexsort((o[keep], -r[keep].astype(np.int64), mc[keep], sc[keep]))]
+    first = np.r_[True, (sc[idx][1:] != sc[idx][:-1]) | (mc[idx][1:] != mc[idx][:-1])] \
+        if len(idx) else np.zeros(0, bool)
+    idx = idx[first]
+    return pd.DataFrame({
+        "section_id": np.asarray(su, dtype=object)[sc[idx]],
+        "month": np.asarray(mu, dtype=object)[mc[idx]],
+        "class": np.array(CLASSES, dtype=object)[r[idx] - 1],
+        "worst_indicator": np.asarray(iu, dtype=object)[ic[idx]],
+    }, columns=cols)
 
 
 def annual_means_by_year(monitoring: pd.DataFrame) -> dict[int, dict[str, dict[str, Decimal]]]:
@@ -267,15 +279,24 @@ def annual_means(monitoring: pd.DataFrame, year: int) -> dict[str, dict[str, Dec
     return _means(monitoring[monitoring.month.str.startswith(f"{year:04d}-")])
 
 
+def _int_array(values: list[int]) -> np.ndarray:
+    """int64 when the values fit (fast sums), else Python ints (exact, slower)."""
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError:
+        return np.array(values, dtype=object)
+
+
 def _means(sel: pd.DataFrame) -> dict[str, dict[str, Decimal]]:
     out: dict[str, dict[str, Decimal]] = {}
     if len(sel) == 0:
         return out
     # exact sums as integers of 1e-9 mg/L when every value allows it, else Decimal sums
-    scaled = [v * 1_000_000_000 for v in sel.value_mg_l]
+    vcode, vuniq = pd.factorize(sel.value_mg_l, use_na_sentinel=False)
+    scaled = [v * 1_000_000_000 for v in vuniq]  # each distinct value once
     if all(x == x.to_integral_value() for x in scaled):
         df = pd.DataFrame({"s": sel.section_id.to_numpy(), "i": sel.indicator.to_numpy(),
-                           "n": [int(x) for x in scaled]})
+                           "n": _int_array([int(x) for x in scaled])[vcode]})
         g = df.groupby(["s", "i"], sort=True).n.agg(["sum", "count"])
         for (sid, ind), total, count in zip(g.index, g["sum"], g["count"]):
             out.setdefault(sid, {})[ind] = Decimal(int(total)) / 1_000_000_000 / int(count)

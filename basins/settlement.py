@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 
 from . import settings as st
@@ -72,11 +74,17 @@ def _shares(ref: SectionRef, side: str) -> list[Decimal]:
 
 
 def _months(year: int, a: Agreement) -> tuple[str, ...]:
+    return _months_between(year, a.valid_from, a.valid_to)
+
+
+@lru_cache(maxsize=4096)
+def _months_between(year: int, valid_from: date, valid_to: date) -> tuple[str, ...]:
+    """Months of ``year`` (``YYYY-MM``) that overlap the validity period."""
     out = []
     for m in range(1, 13):
         start = date(year, m, 1)
         end = date(year + (m == 12), m % 12 + 1, 1)
-        if a.valid_from < end and a.valid_to >= start:
+        if valid_from < end and valid_to >= start:
             out.append(f"{year:04d}-{m:02d}")
     return tuple(out)
 
@@ -143,7 +151,8 @@ def settle(
     water = {resolved[(a.agreement_id, k)]: r.parameters.get("water", "river")
              for a in agreements for k, r in enumerate(a.sections) if (a.agreement_id, k) in resolved}
     monthly = monthly_classes(monitoring, water)
-    mclass = {(s, m): c for s, m, c in zip(monthly.section_id, monthly.month, monthly["class"])}
+    mclass = dict(zip(zip(monthly.section_id.tolist(), monthly.month.tolist()),
+                      monthly["class"].tolist()))
     years = sorted(int(y) for y in years)
     all_years = sorted(set(years) | {y - 1 for y in years})
     by_year = annual_means_by_year(monitoring)
@@ -151,7 +160,8 @@ def settle(
     aclass = {y: classes_of_means(means[y], water) for y in all_years}
     incidents = incidents or []
     state: dict[str, dict] = {}
-    rows: list[dict] = []
+    rows: list[tuple] = []
+    side_cache: dict = {}
     for year in years:
         for a in sorted(agreements, key=lambda x: x.agreement_id):
             months = _months(year, a)
@@ -191,7 +201,8 @@ def settle(
                               state=state.setdefault(a.agreement_id, {}))
             self_pay: dict[tuple[str, str], int] = {}
             for f in fn(ctx):
-                rows += _ledger_rows(f, a, refs.get(f.section_id, first), names, self_pay)
+                rows += _ledger_rows(f, a, refs.get(f.section_id, first), names, self_pay,
+                                     side_cache)
             for (sid, party), fen in sorted(self_pay.items()):
                 ctx.flag(str(year), sid, f"{_party_name(party, names)} is on both sides of the "
                          f"section: its own share ({fen_to_yuan(fen)} yuan over the year's "
@@ -217,17 +228,25 @@ def _party_name(p: str, names: dict[str, str]) -> str:
 
 
 def _ledger_rows(f: Flow, a: Agreement, ref: SectionRef, names: dict,
-                 self_pay: dict[tuple[str, str], int]) -> list[dict]:
-    """Turn a formula's flow into party-to-party rows, splitting sides by shares exactly."""
+                 self_pay: dict[tuple[str, str], int], cache: dict) -> list[tuple]:
+    """Turn a formula's flow into party-to-party rows, splitting sides by shares exactly.
+
+    ``cache`` (one per :func:`settle` call) keeps each reference's parsed shares:
+    (id of the ref, side) -> (parties, shares, the ref, held so its id stays its own).
+    """
     if f.fen <= 0:
         raise BasinsInputError(f"formula of {a.template} returned a non-positive amount {f.fen}.")
 
     def side(x: str) -> tuple[tuple[str, ...], list[Decimal]]:
-        if x == "upstream":
-            return ref.upstream, _shares(ref, "upstream")
-        if x == "downstream":
-            return ref.downstream, _shares(ref, "downstream")
-        return (x,), [Decimal(1)]
+        key = (id(ref), x)
+        if key not in cache:  # shares are parsed once per reference and side
+            if x == "upstream":
+                cache[key] = (ref.upstream, _shares(ref, "upstream"), ref)
+            elif x == "downstream":
+                cache[key] = (ref.downstream, _shares(ref, "downstream"), ref)
+            else:
+                cache[key] = ((x,), [Decimal(1)], ref)
+        return cache[key][:2]
 
     payers, ps = side(f.payer)
     payees, qs = side(f.payee)
@@ -240,12 +259,15 @@ def _ledger_rows(f: Flow, a: Agreement, ref: SectionRef, names: dict,
                 key = (f.section_id, payer)
                 self_pay[key] = self_pay.get(key, 0) + int(amt)
                 continue
-            out.append(dict(period=f.period, stage=f.stage, agreement_id=a.agreement_id,
-                            template=a.template, section_id=f.section_id, payer=payer,
-                            payer_name=_party_name(payer, names), payee=payee,
-                            payee_name=_party_name(payee, names), amount_fen=int(amt),
-                            amount_yuan=str(fen_to_yuan(amt)), rule=f.rule, reason=f.reason))
+            out.append((f.period, f.stage, a.agreement_id, a.template, f.section_id, payer,
+                        _party_name(payer, names), payee, _party_name(payee, names), int(amt),
+                        _yuan_text(int(amt)), f.rule, f.reason))
     return out
+
+
+@lru_cache(maxsize=65536)
+def _yuan_text(fen: int) -> str:
+    return str(fen_to_yuan(fen))
 
 
 def net_positions(ledger: pd.DataFrame, city_of: dict[str, str], prov_of: dict[str, str],
@@ -279,16 +301,18 @@ def net_positions(ledger: pd.DataFrame, city_of: dict[str, str], prov_of: dict[s
             res[p] = (me, (f"city:{city}", city) if city else me,
                       (f"province:{prov}", prov) if prov else me)
     frames = []
+    amt = ledger.amount_fen.to_numpy(dtype="int64")
+    codes = {col: pd.factorize(ledger[col]) for col in ("payer", "payee")}
     for k, lv in enumerate(("county", "city", "province")):
         for col, paid in (("payer", True), ("payee", False)):
-            ids = ledger[col].map(lambda p, k=k: res[p][k][0])
-            nm = ledger[col].map(lambda p, k=k: res[p][k][1])
-            amt = ledger.amount_fen.astype("int64")
+            code, uniq = codes[col]  # look each distinct party up once
+            ids = np.array([res[p][k][0] for p in uniq], dtype=object)[code]
+            nm = np.array([res[p][k][1] for p in uniq], dtype=object)[code]
             frames.append(pd.DataFrame({
                 "stage": ledger.stage.to_numpy(), "period": ledger.period.to_numpy(),
-                "level": lv, "party": ids.to_numpy(), "name": nm.to_numpy(),
-                "paid_fen": amt.to_numpy() if paid else 0,
-                "received_fen": 0 if paid else amt.to_numpy()}))
+                "level": lv, "party": ids, "name": nm,
+                "paid_fen": amt if paid else 0,
+                "received_fen": 0 if paid else amt}))
     long = pd.concat(frames, ignore_index=True)
     pos = long.groupby(["stage", "period", "level", "party", "name"], sort=True)[
         ["paid_fen", "received_fen"]].sum().reset_index()
