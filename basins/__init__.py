@@ -6,14 +6,17 @@ Tolerances live in :mod:`basins.settings`; embedded data in :mod:`basins.data`.
 """
 
 from .discover import discover, write_discovery
-from .network import graph_from_reaches, reaches_from_graph, reaches_from_rivers
+from .network import (OrientedNetwork, graph_from_reaches, orient_reaches, reaches_from_graph,
+                      reaches_from_rivers)
 from .read import (BasinsInputError, read_counties, read_dem, read_points, read_rivers)
-from .sections import Discovery, sections_from_graph, snap_points_to_sections
+from .sections import (Discovery, sections_from_graph, sections_from_network,
+                       snap_points_to_sections)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BasinsInputError", "Discovery", "discover", "graph_from_reaches", "reaches_from_graph",
-    "reaches_from_rivers", "read_counties", "read_dem", "read_points", "read_rivers",
-    "sections_from_graph", "snap_points_to_sections", "write_discovery",
+    "BasinsInputError", "Discovery", "OrientedNetwork", "discover", "graph_from_reaches",
+    "orient_reaches", "reaches_from_graph", "reaches_from_rivers", "read_counties", "read_dem",
+    "read_points", "read_rivers", "sections_from_graph", "sections_from_network",
+    "snap_points_to_sections", "write_discovery",
 ]

@@ -13,9 +13,9 @@ from typing import Callable
 import geopandas as gpd
 
 from . import settings as st
-from .network import graph_from_reaches, reaches_from_rivers
+from .network import orient_reaches, reaches_from_rivers
 from .read import Dem, analysis_crs_for
-from .sections import Discovery, sections_from_graph
+from .sections import Discovery, sections_from_network
 
 
 def discover(
@@ -63,9 +63,9 @@ def discover(
     say("cleaning and noding reaches")
     reaches, qa = reaches_from_rivers(rivers, crs, water, settings)
     say("orienting the flow graph")
-    G = graph_from_reaches(reaches, counties, orientation, dem, outlets, settings, water)
+    net = orient_reaches(reaches, counties, orientation, dem, outlets, settings, water)
     say("discovering sections")
-    return sections_from_graph(G, counties, settings, qa)
+    return sections_from_network(net, counties, settings, qa)
 
 
 def write_discovery(result: Discovery, path: str | os.PathLike) -> Path:

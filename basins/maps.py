@@ -157,7 +157,7 @@ def web_tolerance(counties: gpd.GeoDataFrame, crs: str, settings: st.Settings = 
 
 
 def _web_counties(result: Discovery, simplify_m: float | None) -> gpd.GeoDataFrame:
-    crs = result.graph.graph["crs"]
+    crs = result.network.crs
     tol = simplify_m if simplify_m is not None else web_tolerance(result.counties, crs)
     return simplify_counties(result.counties, tol, crs)
 
@@ -435,7 +435,7 @@ def static_map(kind: str, result: Discovery, audit=None, settlement=None, year: 
     # explicit family names (not the generic "sans-serif"): texts keep them when the
     # figure is drawn later, outside this rc context
     rc = {"font.family": ([font] if font else []) + ["DejaVu Sans"], "axes.unicode_minus": False}
-    crs = result.graph.graph["crs"]
+    crs = result.network.crs
     cty = result.counties.to_crs(crs)
     with plt.rc_context(rc):
         fig, ax = plt.subplots(figsize=(10, 8), dpi=120)

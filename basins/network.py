@@ -30,6 +30,7 @@ flag in ``orientation_flag``; they are never guessed silently.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import geopandas as gpd
 import networkx as nx
@@ -674,6 +675,80 @@ def graph_from_reaches(
 ) -> nx.MultiDiGraph:
     """Orient noded reaches into a directed flow graph.
 
+    The same as ``orient_reaches(...).to_graph()``; see :func:`orient_reaches` for
+    the parameters and :meth:`OrientedNetwork.to_graph` for the graph's attributes.
+    """
+    return orient_reaches(reaches, counties, orientation, dem, outlets, settings,
+                          water).to_graph()
+
+
+@dataclass
+class OrientedNetwork:
+    """Oriented reaches and their nodes: the flow graph as two tables.
+
+    Discovery works on these arrays; :meth:`to_graph` builds the networkx graph
+    (which costs seconds on a million reaches) only when someone asks for it.
+
+    Attributes
+    ----------
+    edges
+        One row per reach, pointing downstream (analysis CRS): ``reach_id``,
+        ``river``, ``u``, ``v``, ``length``, ``orientation``, ``orientation_flag``,
+        ``reversed``, ``source_row``, geometry.
+    nodes
+        One row per node: ``node``, ``x``, ``y``, ``end``, ``outlet``, ``elevation``.
+    crs, orientation
+        Analysis CRS and the strategy used.
+    """
+
+    edges: gpd.GeoDataFrame
+    nodes: pd.DataFrame
+    crs: str
+    orientation: str
+
+    def to_graph(self) -> nx.MultiDiGraph:
+        """The flow graph (osmnx style): nodes carry ``x``/``y``, edges ``geometry``."""
+        G = nx.MultiDiGraph(crs=self.crs, orientation=self.orientation)
+        n = self.nodes
+        G.add_nodes_from(
+            (k, {"x": x, "y": y, "end": e, "outlet": o, "elevation": z})
+            for k, x, y, e, o, z in zip(n.node.tolist(), n.x.tolist(), n.y.tolist(),
+                                        n.end.tolist(), n.outlet.tolist(),
+                                        n.elevation.tolist()))
+        e = self.edges
+        G.add_edges_from(
+            (u, v, r, {"reach_id": r, "geometry": geom, "length": ln, "river": rv,
+                       "source_row": int(sr), "orientation": me, "orientation_flag": fl,
+                       "reversed": rev})
+            for u, v, r, geom, ln, rv, sr, me, fl, rev in zip(
+                e.u.tolist(), e.v.tolist(), e.reach_id.tolist(), _arr(e), e.length.tolist(),
+                e.river.tolist(), e.source_row.tolist(), e.orientation.tolist(),
+                e.orientation_flag.tolist(), e.reversed.tolist()))
+        return G
+
+    @classmethod
+    def from_graph(cls, G: nx.MultiDiGraph) -> "OrientedNetwork":
+        """The tables of a flow graph (e.g. one edited by hand in networkx)."""
+        nodes = pd.DataFrame(
+            [dict(node=k, x=d.get("x"), y=d.get("y"), end=d.get("end", ""),
+                  outlet=bool(d.get("outlet", False)), elevation=d.get("elevation", np.nan))
+             for k, d in G.nodes(data=True)],
+            columns=["node", "x", "y", "end", "outlet", "elevation"])
+        return cls(reaches_from_graph(G), nodes, G.graph["crs"],
+                   G.graph.get("orientation", ""))
+
+
+def orient_reaches(
+    reaches: gpd.GeoDataFrame,
+    counties: gpd.GeoDataFrame,
+    orientation: str = "auto",
+    dem: Dem | None = None,
+    outlets: gpd.GeoDataFrame | None = None,
+    settings: st.Settings = st.DEFAULT,
+    water: gpd.GeoDataFrame | None = None,
+) -> OrientedNetwork:
+    """Orient noded reaches: which way each one flows, and why.
+
     Parameters
     ----------
     reaches
@@ -695,13 +770,14 @@ def graph_from_reaches(
 
     Returns
     -------
-    networkx.MultiDiGraph
+    OrientedNetwork
         Nodes: ``x``, ``y``, ``end`` (``edge``/``lake``/``inland``/``""``), ``outlet``,
-        ``elevation`` (NaN without DEM). Edges (keyed by ``reach_id``), pointing
+        ``elevation`` (NaN without DEM). Edges (reaches, by ``reach_id``), pointing
         downstream: ``geometry``, ``length``, ``river``, ``source_row``,
         ``orientation`` (strategy that set it), ``orientation_flag`` (why it is
-        uncertain, or ``""``), ``reversed`` (against the digitisation).
-        ``G.graph`` holds ``crs`` and ``orientation``.
+        uncertain, or ``""``), ``reversed`` (against the digitisation). Its
+        :meth:`~OrientedNetwork.to_graph` is the networkx graph (``G.graph`` holds
+        ``crs`` and ``orientation``).
     """
     if orientation not in st.ORIENTATIONS:
         raise BasinsInputError(
@@ -818,21 +894,15 @@ def graph_from_reaches(
         rise = elev[dn] - elev[up]
         contra = np.isfinite(rise) & (rise > settings.dem_contradiction_m)
         flags[contra & (flags == "")] = "contradicts DEM (downstream end higher)"
-    G = nx.MultiDiGraph(crs=crs, orientation=strategy)
-    G.add_nodes_from(
-        (k, {"x": x, "y": y, "end": e, "outlet": o, "elevation": z})
-        for k, x, y, e, o, z in zip(nodes.tolist(), xy[:, 0].tolist(), xy[:, 1].tolist(),
-                                    end_kind.tolist(), is_outlet.tolist(), elev.tolist()))
-    rids = reaches.reach_id.to_numpy().tolist()
-    G.add_edges_from(
-        (nodes[a], nodes[b], r, {"reach_id": r, "geometry": geom, "length": ln, "river": rv,
-                                 "source_row": int(sr), "orientation": me,
-                                 "orientation_flag": fl, "reversed": not fw})
-        for a, b, r, geom, ln, rv, sr, me, fl, fw in zip(
-            up.tolist(), dn.tolist(), rids, geoms, length.tolist(),
-            reaches.river.to_numpy().tolist(), reaches.source_row.to_numpy().tolist(),
-            method.tolist(), flags.tolist(), forward.tolist()))
-    return G
+    nodes_df = pd.DataFrame({"node": nodes, "x": xy[:, 0], "y": xy[:, 1], "end": end_kind,
+                             "outlet": is_outlet, "elevation": elev})
+    edges = gpd.GeoDataFrame({
+        "reach_id": reaches.reach_id.to_numpy(), "river": reaches.river.to_numpy(),
+        "u": nodes[up], "v": nodes[dn], "length": length, "orientation": method,
+        "orientation_flag": flags, "reversed": ~forward,
+        "source_row": reaches.source_row.to_numpy().astype(np.int64)},
+        geometry=gpd.GeoSeries(geoms, crs=crs).values, crs=crs)
+    return OrientedNetwork(edges, nodes_df, crs, strategy)
 
 
 def _non_bridges(ui: np.ndarray, vi: np.ndarray, n: int) -> np.ndarray:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import geopandas as gpd
 import networkx as nx
@@ -35,7 +36,7 @@ import shapely
 from scipy.spatial import cKDTree
 
 from . import settings as st
-from .network import QA_COLUMNS, reaches_from_graph, sample_lines
+from .network import QA_COLUMNS, OrientedNetwork, reaches_from_graph, sample_lines
 
 OUTSIDE = -1
 
@@ -99,8 +100,11 @@ class Discovery:
         Oriented reaches with orientation method and flags, EPSG:4326.
     qa
         One row per input reach and county: used, merged, excluded or flagged.
+    network
+        The oriented reaches and nodes (analysis CRS).
     graph
-        The directed flow graph (analysis CRS).
+        The directed flow graph (networkx, analysis CRS), built from ``network``
+        the first time it is asked for.
     section_graph
         Directed graph of sections: an edge X → Y when Y is the next section
         downstream of X.
@@ -110,11 +114,16 @@ class Discovery:
     boundary_rivers: gpd.GeoDataFrame
     reaches: gpd.GeoDataFrame
     qa: pd.DataFrame
-    graph: nx.MultiDiGraph
+    network: OrientedNetwork
     section_graph: nx.DiGraph
     counties: gpd.GeoDataFrame
     chains: list[Chain] = field(repr=False, default_factory=list)
     _section_pos: dict = field(repr=False, default_factory=dict)
+
+    @cached_property
+    def graph(self) -> nx.MultiDiGraph:
+        """The directed flow graph (networkx), built on first use."""
+        return self.network.to_graph()
 
     def downstream_sections(self, section_id: str) -> list[str]:
         """The next sections downstream of ``section_id`` (several below a bifurcation)."""
@@ -158,24 +167,29 @@ class Discovery:
 # chains
 # ---------------------------------------------------------------------------
 def chains_from_graph(G: nx.MultiDiGraph) -> list[Chain]:
-    """Cut the flow graph into chains between junctions and ends.
+    """Cut the flow graph into chains between junctions and ends (see :func:`chains_from_reaches`)."""
+    return chains_from_reaches(reaches_from_graph(G))
 
-    A node is passed through when it has one reach in, one reach out and both carry
-    the same river name (a change of name starts a new chain). Array-based: one pass
-    over the edges, chain geometries built with a single ``linestrings`` call.
+
+def chains_from_reaches(edges: gpd.GeoDataFrame) -> list[Chain]:
+    """Cut oriented reaches (``reach_id``, ``u``, ``v``, ``river``, geometry) into chains.
+
+    A chain runs between junctions and ends of the network. A node is passed
+    through when it has one reach in, one reach out and both carry the same river
+    name (a change of name starts a new chain). Array-based: one pass over the
+    reaches, chain geometries built with a single ``linestrings`` call.
     """
-    data = sorted(((k, u, v, d["river"], d["geometry"]) for u, v, k, d in
-                   G.edges(keys=True, data=True)), key=lambda t: t[0])
-    if not data:
+    if len(edges) == 0:
         return []
-    keys = [t[0] for t in data]
-    node_id: dict = {}
-    ui = np.array([node_id.setdefault(t[1], len(node_id)) for t in data])
-    vi = np.array([node_id.setdefault(t[2], len(node_id)) for t in data])
-    names = np.array(list(node_id), dtype=object)
-    river = np.array([t[3] for t in data], dtype=object)
-    geoms = np.array([t[4] for t in data], dtype=object)
-    n_e, n_n = len(data), len(node_id)
+    order = np.argsort(edges.reach_id.to_numpy().astype(str), kind="stable")
+    keys = edges.reach_id.to_numpy()[order].tolist()
+    codes, names = pd.factorize(np.concatenate([edges.u.to_numpy()[order],
+                                                edges.v.to_numpy()[order]]))
+    names = np.asarray(names, dtype=object)
+    ui, vi = codes[: len(order)], codes[len(order):]
+    river = edges.river.to_numpy()[order].astype(object)
+    geoms = np.asarray(edges.geometry.array, dtype=object)[order]
+    n_e, n_n = len(order), len(names)
     indeg = np.bincount(vi, minlength=n_n)
     outdeg = np.bincount(ui, minlength=n_n)
     out_edge = np.full(n_n, -1)
@@ -575,10 +589,23 @@ def sections_from_graph(
 ) -> Discovery:
     """Find every cross-boundary section on a flow graph.
 
+    The same as :func:`sections_from_network` on ``OrientedNetwork.from_graph(G)``.
+    """
+    return sections_from_network(OrientedNetwork.from_graph(G), counties, settings, qa)
+
+
+def sections_from_network(
+    net: OrientedNetwork,
+    counties: gpd.GeoDataFrame,
+    settings: st.Settings = st.DEFAULT,
+    qa: pd.DataFrame | None = None,
+) -> Discovery:
+    """Find every cross-boundary section on an oriented network.
+
     Parameters
     ----------
-    G
-        Directed flow graph from :func:`basins.network.graph_from_reaches`.
+    net
+        Oriented reaches from :func:`basins.network.orient_reaches`.
     counties
         County layer in the county schema (:func:`basins.read.counties_from_gdf`).
     settings
@@ -591,17 +618,17 @@ def sections_from_graph(
     -------
     Discovery
     """
-    crs = G.graph["crs"]
+    crs = net.crs
     cty = counties.to_crs(crs).reset_index(drop=True)
     usable = ~(cty.geometry.isna() | cty.geometry.is_empty).to_numpy()
     cty_used = cty[usable].reset_index(drop=True)
     pc_arrays = (cty_used.province.to_numpy(), cty_used.city.to_numpy())
     cg = np.asarray(cty_used.geometry.array, dtype=object)  # plain array: no pandas ufunc path
-    chains = chains_from_graph(G)
+    chains = chains_from_reaches(net.edges)
     _runs_for_chains(chains, cg, settings)
     _smooth_network(chains, settings)
 
-    edge_flags = {d["reach_id"]: d["orientation_flag"] for _, _, d in G.edges(data=True)}
+    edge_flags = dict(zip(net.edges.reach_id.tolist(), net.edges.orientation_flag.tolist()))
     rows = []
     pos: dict[str, tuple] = {}
 
@@ -650,10 +677,10 @@ def sections_from_graph(
     sections = sections.reset_index(drop=True)
     boundary = _boundary_frame(chains, cty_used, crs)
     section_graph = _section_graph(chains, pos)
-    reaches = reaches_from_graph(G).to_crs(st.OUTPUT_CRS)
+    reaches = net.edges.to_crs(st.OUTPUT_CRS)
     qa_full = _qa_frame(qa, reaches, sections, cty, usable, counties)
     return Discovery(
-        sections=sections, boundary_rivers=boundary, reaches=reaches, qa=qa_full, graph=G,
+        sections=sections, boundary_rivers=boundary, reaches=reaches, qa=qa_full, network=net,
         section_graph=section_graph, counties=cty_used, chains=chains, _section_pos=pos,
     )
 
