@@ -500,7 +500,7 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     rank = np.empty(len(g), int)
     rank[order] = np.arange(len(g))
     xy, li, _ = sample_lines(g, min(settings.sample_step_m, tol), as_xy=True)
-    index = SegmentIndex(g, tol)
+    index = SegmentIndex(g, tol / 2)  # short segments keep the candidate radius tight
     n = np.int64(len(g))
     covered = np.zeros(len(xy), bool)
     good_parts, count_parts = [], []
@@ -562,8 +562,8 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     counts = counts[counts.own.isin(cand[both])]
     counts = counts.sort_values(["own", "count", "other"], ascending=[True, False, True])
     best = counts.drop_duplicates("own").set_index("own")["other"]
-    for c in cand[both]:
-        out[int(c)] = str(ids[best.loc[c]])
+    other = best.reindex(cand[both]).to_numpy()
+    out.update(zip(cand[both].tolist(), ids[other].astype(str).tolist()))
     # never drop both of a pair: a line is dropped only in favour of a higher-ranked
     # line, and higher-ranked lines are processed first, so drop chains resolve to a kept one
     return out
