@@ -438,6 +438,13 @@ class SegmentIndex:
     def __len__(self) -> int:
         return len(self.a)
 
+    def count(self, xy: np.ndarray, tol: float) -> np.ndarray:
+        """Upper bound of the pairs each point will give (candidates, before the exact test)."""
+        if self.tree is None or len(xy) == 0:
+            return np.zeros(len(xy), dtype=np.int64)
+        return np.asarray(self.tree.query_ball_point(xy, tol + self.half + 1e-6,
+                                                     return_length=True), dtype=np.int64)
+
     def pairs(self, xy: np.ndarray, tol: float):
         """Every (point, segment) pair within ``tol``.
 
@@ -485,8 +492,8 @@ def _cover_share(lines: np.ndarray, targets, tol: float, step: float) -> np.ndar
     return np.bincount(li, weights=hit, minlength=len(lines)) / np.bincount(li, minlength=len(lines))
 
 
-#: lines per chunk in the near-duplicate search (bounds memory in dense networks)
-_DUP_CHUNK_LINES = 5_000
+#: candidate pairs per chunk in the near-duplicate search (bounds memory in dense networks)
+_DUP_CHUNK_PAIRS = 4_000_000
 
 
 def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> dict[int, str]:
@@ -506,8 +513,13 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     good_parts, count_parts = [], []
     # samples come grouped by line, so chunks of whole lines see every pair of their
     # lines complete; chunking bounds the candidate arrays in dense networks
-    bounds = np.searchsorted(li, np.arange(0, len(g) + _DUP_CHUNK_LINES, _DUP_CHUNK_LINES))
-    bounds = np.unique(np.clip(bounds, 0, len(xy)))
+    # chunks of whole lines holding at most _DUP_CHUNK_PAIRS candidate pairs: dense
+    # networks have hundreds of lines within the tolerance of every sample
+    per_line = np.bincount(li, weights=index.count(xy, tol), minlength=len(g))
+    before = np.cumsum(per_line) - per_line
+    chunk = (before // _DUP_CHUNK_PAIRS).astype(np.int64)
+    first_lines = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1]])
+    bounds = np.unique(np.r_[np.searchsorted(li, first_lines), len(xy)])
     for a, b in zip(bounds[:-1], bounds[1:]):
         pi, sj, d, at = index.pairs(xy[a:b], tol)
         pi = pi + a

@@ -98,6 +98,7 @@ def settle(
     templates: dict | None = None,
     incidents: list[dict] | None = None,
     settings: st.Settings = st.DEFAULT,
+    batch: bool = True,
 ) -> Settlement:
     """Settle agreements for the given years.
 
@@ -120,6 +121,10 @@ def settle(
     incidents
         Pollution incidents: dicts with ``agreement_id``, ``date`` and ``level``
         (I–IV, I the gravest); levels I–III block the Jiangxi reward.
+    batch
+        Use a formula's columnar version when it has one (``formula.batch``, e.g.
+        Shandong county-level): same ledger, flags and positions, much faster on
+        thousands of sections. ``False`` runs every formula agreement by agreement.
     """
     templates = templates if templates is not None else load_templates()
     level_of: dict[str, str] = {}
@@ -151,8 +156,7 @@ def settle(
     water = {resolved[(a.agreement_id, k)]: r.parameters.get("water", "river")
              for a in agreements for k, r in enumerate(a.sections) if (a.agreement_id, k) in resolved}
     monthly = monthly_classes(monitoring, water)
-    mclass = dict(zip(zip(monthly.section_id.tolist(), monthly.month.tolist()),
-                      monthly["class"].tolist()))
+    mclass: dict = {}  # (section, month) -> class, built when a formula needs it
     years = sorted(int(y) for y in years)
     all_years = sorted(set(years) | {y - 1 for y in years})
     by_year = annual_means_by_year(monitoring)
@@ -162,6 +166,7 @@ def settle(
     state: dict[str, dict] = {}
     rows: list[tuple] = []
     side_cache: dict = {}
+    batch_jobs: dict = {}
     for year in years:
         for a in sorted(agreements, key=lambda x: x.agreement_id):
             months = _months(year, a)
@@ -174,6 +179,14 @@ def settle(
             fn, params = tpl.function()
             params = {**params, **{k: v for k, v in a.parameters.items()
                                    if k != "rewards_paid_before"}}
+            batch_fn = getattr(fn, "batch", None) if batch else None
+            if batch_fn is not None:  # columnar path: collected now, computed below
+                _collect_batch(batch_jobs.setdefault(batch_fn, _BatchJob()), a, year, months,
+                               params, resolved, level_of, aclass[year])
+                continue
+            if not mclass and len(monthly):
+                mclass = dict(zip(zip(monthly.section_id.tolist(), monthly.month.tolist()),
+                                  monthly["class"].tolist()))
             refs: dict[str, SectionRef] = {}
             secs = []
             for k, r in enumerate(a.sections):
@@ -209,16 +222,159 @@ def settle(
                          "monthly and yearly rows) nets to zero and is not in the ledger")
             flags += [dict(period=p, agreement_id=a.agreement_id, section_id=s, flag=t)
                       for p, s, t in ctx.flags]
-    ledger = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
+    frames = [pd.DataFrame(rows, columns=LEDGER_COLUMNS)]
+    for batch_fn, job in batch_jobs.items():
+        led, fl = _run_batch(batch_fn, job, monthly, names)
+        frames.append(led)
+        flags += fl
+    nonempty = [f for f in frames if len(f)]  # an empty frame would make columns object
+    ledger = pd.concat(nonempty, ignore_index=True) if len(nonempty) > 1 else \
+        (nonempty[0] if nonempty else frames[0])
     if len(ledger):
-        ledger = ledger.sort_values(["period", "stage", "agreement_id", "section_id", "rule",
-                                     "payer", "payee"], kind="stable").reset_index(drop=True)
+        ledger = _sort_ledger(ledger)
+    # one order for flags whichever path made them: by year, agreement, section
+    flags.sort(key=lambda f: (f["period"][:4], f["agreement_id"], f["section_id"]))
     positions = net_positions(ledger, city_of, prov_of, names)
     exposure = exposure_report(agreements, resolved, level_of, templates)
     cp = _county_positions(positions, counties)
     fl = pd.DataFrame(flags, columns=FLAG_COLUMNS)
     return Settlement(ledger=ledger, positions=positions, flags=fl, exposure=exposure,
                       county_positions=cp)
+
+
+# ---------------------------------------------------------------------------
+# columnar (batch) path
+# ---------------------------------------------------------------------------
+@dataclass
+class _BatchJob:
+    """Section-years collected for one batch formula."""
+
+    rows: list = None  # type: ignore[assignment]
+    meta: list = None  # type: ignore[assignment]  # per key: (agreement, year, ref of each row)
+    params: dict = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.rows, self.meta, self.params = [], [], {}
+
+
+def _collect_batch(job: _BatchJob, a: Agreement, year: int, months: tuple[str, ...],
+                   params: dict, resolved: dict, level_of: dict, aclass: dict) -> None:
+    pkey = repr(sorted(params.items(), key=lambda kv: kv[0]))
+    pid = job.params.setdefault(pkey, (len(job.params), params))[0]
+    refs: dict[str, SectionRef] = {}
+    sids = []
+    for k, r in enumerate(a.sections):
+        sid = resolved.get((a.agreement_id, k))
+        if sid:
+            refs[sid] = r  # as the agreement-by-agreement path: the last ref of a section
+            sids.append((sid, r))
+    if not sids:
+        return
+    key = len(job.meta)
+    job.meta.append((a, year, refs, a.sections[0]))
+    for sid, r in sids:
+        job.rows.append((key, year, sid, level_of.get(sid, ""), r.target_class, months,
+                         aclass.get(sid), pid, a.annual_amount, len(sids)))
+
+
+def _run_batch(batch_fn, job: _BatchJob, monthly: pd.DataFrame, names: dict
+               ) -> tuple[pd.DataFrame, list[dict]]:
+    """Run a batch formula and split its flows into ledger rows, as :func:`_ledger_rows`."""
+    from .policies import BATCH_COLUMNS
+
+    rows = pd.DataFrame(job.rows, columns=BATCH_COLUMNS)
+    params = {pid: p for pid, p in job.params.values()}
+    flows, fflags = batch_fn(rows, monthly, params)
+    key = rows.key.to_numpy()
+    sid_of_row = rows.section_id.to_numpy()
+    flags = [dict(period=per, agreement_id=job.meta[key[i]][0].agreement_id,
+                  section_id=sid_of_row[i], flag=text) for i, per, text in fflags]
+    if len(flows) == 0:
+        return pd.DataFrame(columns=LEDGER_COLUMNS), flags
+    fr = flows.row.to_numpy().astype(np.int64)
+    signed = flows.signed_fen.to_numpy(dtype=np.int64)
+    if (signed == 0).any():
+        raise BasinsInputError("a batch formula returned a zero amount.")
+    # the ref each flow is split by (as the agreement-by-agreement path looks it up)
+    ref_objs: list[SectionRef] = []
+    ref_id: dict[int, int] = {}
+    flow_ref = np.empty(len(fr), dtype=np.int64)
+    row_ref = np.empty(len(rows), dtype=np.int64)
+    for i, (k, sid) in enumerate(zip(key.tolist(), sid_of_row.tolist())):
+        a, year, refs, first = job.meta[k]
+        ref = refs.get(sid, first)
+        if id(ref) not in ref_id:
+            ref_id[id(ref)] = len(ref_objs)
+            ref_objs.append(ref)
+        row_ref[i] = ref_id[id(ref)]
+    flow_ref[:] = row_ref[fr]
+    # split each distinct (ref, direction, amount) once
+    combo = np.column_stack([flow_ref, np.sign(signed), np.abs(signed)])
+    uniq, inv = np.unique(combo, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    cache: dict = {}
+    pieces: list[list[tuple]] = []
+    selfs: list[list[tuple]] = []
+    for rf, sg, fen in uniq.tolist():
+        f = Flow("", "", "", "downstream" if sg > 0 else "upstream",
+                 "upstream" if sg > 0 else "downstream", int(fen), "", "")
+        sp: dict = {}
+        got = _ledger_rows(f, _NO_AGREEMENT, ref_objs[rf], names, sp, cache)
+        pieces.append([(t[5], t[6], t[7], t[8], t[9]) for t in got])
+        selfs.append([(party, amt) for (_, party), amt in sp.items()])
+    cnt = np.array([len(p) for p in pieces], dtype=np.int64)
+    off = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    flat = [t for p in pieces for t in p]
+    per_flow = cnt[inv]
+    rep = np.repeat(np.arange(len(fr)), per_flow)
+    pidx = np.repeat(off[inv], per_flow) + (np.arange(per_flow.sum()) -
+                                            np.repeat(np.cumsum(per_flow) - per_flow, per_flow))
+    cols = list(zip(*flat)) if flat else [(), (), (), (), ()]
+    payer, payer_name, payee, payee_name, amt = (np.array(c, dtype=object) for c in cols)
+    amount = amt[pidx].astype(np.int64) if len(pidx) else np.zeros(0, dtype=np.int64)
+    acode, auniq = pd.factorize(amount)
+    yuan = np.array([_yuan_text(int(x)) for x in auniq], dtype=object)[acode]
+    meta_a = np.array([m[0].agreement_id for m in job.meta], dtype=object)
+    meta_t = np.array([m[0].template for m in job.meta], dtype=object)
+    fk = key[fr][rep]
+    led = pd.DataFrame({
+        "period": flows.period.to_numpy()[rep], "stage": flows.stage.to_numpy()[rep],
+        "agreement_id": meta_a[fk], "template": meta_t[fk],
+        "section_id": sid_of_row[fr][rep], "payer": payer[pidx], "payer_name": payer_name[pidx],
+        "payee": payee[pidx], "payee_name": payee_name[pidx], "amount_fen": amount,
+        "amount_yuan": yuan, "rule": flows.rule.to_numpy()[rep],
+        "reason": flows.reason.to_numpy()[rep]}, columns=LEDGER_COLUMNS)
+    # a county on both sides of a section: its own share nets to zero, flagged per year
+    own: dict[tuple, int] = {}
+    for i in np.flatnonzero(np.array([len(x) > 0 for x in selfs])[inv]).tolist():
+        k = int(key[fr[i]])
+        for party, a_ in selfs[inv[i]]:
+            kk = (k, sid_of_row[fr[i]], party)
+            own[kk] = own.get(kk, 0) + int(a_)
+    for (k, sid, party), fen in sorted(own.items()):
+        a, year, _, _ = job.meta[k]
+        flags.append(dict(period=str(year), agreement_id=a.agreement_id, section_id=sid,
+                          flag=f"{_party_name(party, names)} is on both sides of the section: "
+                          f"its own share ({fen_to_yuan(fen)} yuan over the year's monthly and "
+                          "yearly rows) nets to zero and is not in the ledger"))
+    return led, flags
+
+
+class _NoAgreement:
+    agreement_id = ""
+    template = "batch"
+
+
+_NO_AGREEMENT = _NoAgreement()
+
+LEDGER_ORDER = ["period", "stage", "agreement_id", "section_id", "rule", "payer", "payee"]
+
+
+def _sort_ledger(ledger: pd.DataFrame) -> pd.DataFrame:
+    """Ledger rows in a fixed order (sorted on integer codes: fast on large ledgers)."""
+    codes = [pd.factorize(ledger[c], sort=True)[0] for c in LEDGER_ORDER]
+    order = np.lexsort(codes[::-1])
+    return ledger.iloc[order].reset_index(drop=True)
 
 
 def _party_name(p: str, names: dict[str, str]) -> str:
@@ -300,22 +456,44 @@ def net_positions(ledger: pd.DataFrame, city_of: dict[str, str], prov_of: dict[s
             city, prov = city_of.get(p), prov_of.get(p)
             res[p] = (me, (f"city:{city}", city) if city else me,
                       (f"province:{prov}", prov) if prov else me)
-    frames = []
+    # everything on integer codes: the ledger's text columns are factorised once and
+    # each distinct party is looked up once (a groupby on five text keys of six
+    # copies of the ledger cost seconds)
     amt = ledger.amount_fen.to_numpy(dtype="int64")
-    codes = {col: pd.factorize(ledger[col]) for col in ("payer", "payee")}
-    for k, lv in enumerate(("county", "city", "province")):
-        for col, paid in (("payer", True), ("payee", False)):
-            code, uniq = codes[col]  # look each distinct party up once
-            ids = np.array([res[p][k][0] for p in uniq], dtype=object)[code]
-            nm = np.array([res[p][k][1] for p in uniq], dtype=object)[code]
-            frames.append(pd.DataFrame({
-                "stage": ledger.stage.to_numpy(), "period": ledger.period.to_numpy(),
-                "level": lv, "party": ids, "name": nm,
-                "paid_fen": amt if paid else 0,
-                "received_fen": 0 if paid else amt}))
-    long = pd.concat(frames, ignore_index=True)
-    pos = long.groupby(["stage", "period", "level", "party", "name"], sort=True)[
-        ["paid_fen", "received_fen"]].sum().reset_index()
+    sc, su = pd.factorize(ledger.stage, sort=True)
+    pc, pu = pd.factorize(ledger.period, sort=True)
+    levels = ("county", "city", "province")
+    level_rank = {lv: i for i, lv in enumerate(sorted(levels))}  # sorted like the text
+    pool = sorted({res[p][k] for p in parties for k in range(3)})  # (party, name)
+    code_of = {t: i for i, t in enumerate(pool)}
+    n_t = len(pool)
+    key_parts, paid_parts, recv_parts = [], [], []
+    for col, paid in (("payer", True), ("payee", False)):
+        cc, cu = pd.factorize(ledger[col])
+        for k, lv in enumerate(levels):
+            party_code = np.array([code_of[res[p][k]] for p in cu], dtype=np.int64)[cc]
+            key_parts.append(((sc.astype(np.int64) * len(pu) + pc) * 3 + level_rank[lv])
+                             * n_t + party_code)
+            paid_parts.append(amt if paid else np.zeros_like(amt))
+            recv_parts.append(np.zeros_like(amt) if paid else amt)
+    combined = np.concatenate(key_parts)
+    gk, inv = np.unique(combined, return_inverse=True)
+    inv = inv.ravel()
+    t_code = gk % n_t
+    rest = gk // n_t
+    lv_code = rest % 3
+    rest //= 3
+    by_rank = sorted(levels)
+    pos = pd.DataFrame({
+        "stage": np.asarray(su, dtype=object)[rest // len(pu)],
+        "period": np.asarray(pu, dtype=object)[rest % len(pu)],
+        "level": np.array(by_rank, dtype=object)[lv_code],
+        "party": np.array([t[0] for t in pool], dtype=object)[t_code],
+        "name": np.array([t[1] for t in pool], dtype=object)[t_code]})
+    for col, parts in (("paid_fen", paid_parts), ("received_fen", recv_parts)):
+        sums = np.zeros(len(gk), dtype=np.int64)
+        np.add.at(sums, inv, np.concatenate(parts))
+        pos[col] = sums
     pos["net_fen"] = pos.received_fen - pos.paid_fen
     return pos[POSITION_COLUMNS].astype({"paid_fen": "int64", "received_fen": "int64",
                                          "net_fen": "int64"})

@@ -437,3 +437,46 @@ def test_vectorised_monthly_classes_equal_single_factor_rule(rows, lake):
             continue
         row = got[(got.section_id == sid) & (got.month == month)].iloc[0]
         assert (row["class"], row.worst_indicator) == want
+
+
+# ---------------------------------------------------------------------------
+# the columnar (batch) Shandong path equals the agreement-by-agreement path
+# ---------------------------------------------------------------------------
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=hst.data())
+def test_batch_settlement_equals_the_formula_run_agreement_by_agreement(data):
+    n_sec = data.draw(hst.integers(1, 4), label="sections")
+    level = data.draw(hst.lists(hst.sampled_from(["city", "county", "province"]),
+                                min_size=n_sec, max_size=n_sec), label="levels")
+    sids = [f"S{k:010d}" for k in range(n_sec)]
+    rows = []
+    for sid in sids:
+        for year in (2024, 2025):
+            months = data.draw(hst.lists(hst.sampled_from(list(CLASS_VALUES) + [None]),
+                                         min_size=12, max_size=12), label=f"{sid} {year}")
+            rows += series(sid, year, [CLASS_VALUES[c] if c else {} for c in months])
+    refs = []
+    for k, sid in enumerate(sids):
+        kind = data.draw(hst.sampled_from(["plain", "banks", "shares", "self"]), label="sides")
+        up, down, params = ("U",), ("D",), {}
+        if kind in ("banks", "shares"):
+            down = ("L", "R")
+            if kind == "shares":
+                params["downstream_shares"] = "0.3|0.7"
+        if kind == "self":  # a county on both sides (border_change): flagged, not ledgered
+            up, down = ("A", "B"), ("A", "C")
+        refs.append(ref(sid, up=up, down=down,
+                        target=data.draw(hst.sampled_from(["II", "III", "IV"])), **params))
+    missing = data.draw(hst.sampled_from(["skip", "worse"]), label="missing_month")
+    ags = [agreement("shandong_county", refs[:2], aid="A1", valid=(2024, 2025),
+                     params={"missing_month": missing}),
+           agreement("shandong_county", refs[2:] or refs[:1], aid="A2", amount="3600万",
+                     valid=(2025, 2026))]
+    secs = sections(*zip(sids, level))
+    monitoring = mon(rows)
+    fast = settle(ags, monitoring, [2024, 2025], secs, batch=True)
+    slow = settle(ags, monitoring, [2024, 2025], secs, batch=False)
+    pd.testing.assert_frame_equal(fast.ledger, slow.ledger)
+    pd.testing.assert_frame_equal(fast.flags, slow.flags)
+    pd.testing.assert_frame_equal(fast.positions, slow.positions)
+    assert fast.conserved()
