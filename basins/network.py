@@ -510,7 +510,7 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     index = SegmentIndex(g, tol / 2)  # short segments keep the candidate radius tight
     n = np.int64(len(g))
     covered = np.zeros(len(xy), bool)
-    good_parts, count_parts = [], []
+    out: dict[int, str] = {}
     # samples come grouped by line, so chunks of whole lines see every pair of their
     # lines complete; chunking bounds the candidate arrays in dense networks
     # chunks of whole lines holding at most _DUP_CHUNK_PAIRS candidate pairs: dense
@@ -547,35 +547,32 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
         good = kk[span >= 0.5 * lengths[kk // n]]
         keep = np.isin(key, good)
         covered[pi[keep]] = True
-        good_parts.append(good)
-        ck, cc = np.unique(key[keep], return_counts=True)
-        count_parts.append((ck, cc))
-    if not good_parts:
-        return {}
-    good = np.concatenate(good_parts)
-    share = np.bincount(li, weights=covered, minlength=len(g)) / np.bincount(li, minlength=len(g))
-    out: dict[int, str] = {}
-    cand = np.flatnonzero(share >= settings.duplicate_min_cover)
-    if len(cand) == 0:
-        return out
-    ends = np.concatenate([shapely.get_point(g[cand], 0), shapely.get_point(g[cand], -1)])
-    ei, sj = index.pairs(shapely.get_coordinates(ends), tol)[:2]
-    ej = index.owner[sj]
-    owner = np.concatenate([cand, cand])[ei]
-    ok = (rank[ej] < rank[owner]) & np.isin(owner.astype(np.int64) * n + ej, good)
-    end_hit = np.zeros(len(ends), bool)
-    end_hit[ei[ok]] = True
-    both = end_hit[: len(cand)] & end_hit[len(cand):]
-    # the covering line most often seen for each duplicate names it in the QA table
-    # (ties: the lower index, so the result is deterministic)
-    ck = np.concatenate([c for c, _ in count_parts])
-    cc = np.concatenate([c for _, c in count_parts])
-    counts = pd.DataFrame({"own": ck // n, "other": ck % n, "count": cc})
-    counts = counts[counts.own.isin(cand[both])]
-    counts = counts.sort_values(["own", "count", "other"], ascending=[True, False, True])
-    best = counts.drop_duplicates("own").set_index("own")["other"]
-    other = best.reindex(cand[both]).to_numpy()
-    out.update(zip(cand[both].tolist(), ids[other].astype(str).tolist()))
+        # every sample of this chunk's lines is in the chunk, so each line's cover,
+        # and the duplicate test, are decided here (nothing large is kept between
+        # chunks: dense networks have tens of millions of covering pairs)
+        lo, hi = int(li[a]), int(li[b - 1]) + 1
+        share = np.bincount(li[a:b] - lo, weights=covered[a:b], minlength=hi - lo) / \
+            np.bincount(li[a:b] - lo, minlength=hi - lo)
+        cand = lo + np.flatnonzero(share >= settings.duplicate_min_cover)
+        if len(cand) == 0:
+            continue
+        ends = np.concatenate([shapely.get_point(g[cand], 0), shapely.get_point(g[cand], -1)])
+        ei, ej_seg = index.pairs(shapely.get_coordinates(ends), tol)[:2]
+        ej = index.owner[ej_seg]
+        owner = np.concatenate([cand, cand])[ei]
+        ok = (rank[ej] < rank[owner]) & np.isin(owner.astype(np.int64) * n + ej, good)
+        end_hit = np.zeros(len(ends), bool)
+        end_hit[ei[ok]] = True
+        dup = cand[end_hit[: len(cand)] & end_hit[len(cand):]]
+        if len(dup) == 0:
+            continue
+        # the covering line most often seen for each duplicate names it in the QA
+        # table (ties: the lower index, so the result is deterministic)
+        ck, cc = np.unique(key[keep & np.isin(own, dup)], return_counts=True)
+        o = np.lexsort((ck % n, -cc, ck // n))
+        ck = ck[o]
+        firsts = ck[np.r_[True, (ck // n)[1:] != (ck // n)[:-1]]]
+        out.update(zip((firsts // n).tolist(), ids[firsts % n].astype(str).tolist()))
     # never drop both of a pair: a line is dropped only in favour of a higher-ranked
     # line, and higher-ranked lines are processed first, so drop chains resolve to a kept one
     return out
