@@ -49,7 +49,9 @@ class Settings:
     duplicate_tolerance_m
         A reach lying within this distance of longer reaches for at least
         ``duplicate_min_cover`` of its length, with both ends on them, is a
-        duplicate (the two NGCC line layers repeat the same rivers).
+        duplicate (the two NGCC line layers repeat the same rivers). Capped at the
+        median length of the lines, so a fine network (short reaches) gets a
+        tolerance to match its scale without being told.
     duplicate_min_cover
         Share of a reach's length that must be covered to call it a duplicate.
     shore_tolerance_m
