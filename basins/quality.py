@@ -14,6 +14,7 @@ import math
 import os
 import re
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -319,11 +320,19 @@ def classes_of_means(means: dict[str, dict[str, Decimal]],
     water = water or {}
     out = {}
     for sid, vals in means.items():
-        try:
-            out[sid] = classify(vals, water.get(sid, "river"))[0]
-        except ValueError:
-            continue
+        c = _class_of_items(tuple(vals.items()), water.get(sid, "river"))
+        if c is not None:
+            out[sid] = c
     return out
+
+
+@lru_cache(maxsize=65536)
+def _class_of_items(items: tuple, water: str) -> str | None:
+    """:func:`classify` of ``dict(items)``, memoised (annual means repeat across sections)."""
+    try:
+        return classify(dict(items), water)[0]
+    except ValueError:
+        return None
 
 
 def missing_months(monitoring: pd.DataFrame, section_ids: list[str], months: list[str]

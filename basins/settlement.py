@@ -252,29 +252,33 @@ class _BatchJob:
     rows: list = None  # type: ignore[assignment]
     meta: list = None  # type: ignore[assignment]  # per key: (agreement, year, ref of each row)
     params: dict = None  # type: ignore[assignment]
+    per_agreement: dict = None  # type: ignore[assignment]  # id -> (params id, refs, sections)
 
     def __post_init__(self) -> None:
-        self.rows, self.meta, self.params = [], [], {}
+        self.rows, self.meta, self.params, self.per_agreement = [], [], {}, {}
 
 
 def _collect_batch(job: _BatchJob, a: Agreement, year: int, months: tuple[str, ...],
                    params: dict, resolved: dict, level_of: dict, aclass: dict) -> None:
-    pkey = repr(sorted(params.items(), key=lambda kv: kv[0]))
-    pid = job.params.setdefault(pkey, (len(job.params), params))[0]
-    refs: dict[str, SectionRef] = {}
-    sids = []
-    for k, r in enumerate(a.sections):
-        sid = resolved.get((a.agreement_id, k))
-        if sid:
-            refs[sid] = r  # as the agreement-by-agreement path: the last ref of a section
-            sids.append((sid, r))
+    if a.agreement_id not in job.per_agreement:  # the same every year: work it out once
+        pkey = repr(sorted(params.items(), key=lambda kv: kv[0]))
+        pid = job.params.setdefault(pkey, (len(job.params), params))[0]
+        refs: dict[str, SectionRef] = {}
+        sids = []
+        for k, r in enumerate(a.sections):
+            sid = resolved.get((a.agreement_id, k))
+            if sid:
+                refs[sid] = r  # as the agreement-by-agreement path: the last ref of a section
+                sids.append((sid, r, level_of.get(sid, "")))
+        job.per_agreement[a.agreement_id] = (pid, refs, sids)
+    pid, refs, sids = job.per_agreement[a.agreement_id]
     if not sids:
         return
     key = len(job.meta)
     job.meta.append((a, year, refs, a.sections[0]))
-    for sid, r in sids:
-        job.rows.append((key, year, sid, level_of.get(sid, ""), r.target_class, months,
-                         aclass.get(sid), pid, a.annual_amount, len(sids)))
+    n = len(sids)
+    job.rows.extend((key, year, sid, lv, r.target_class, months, aclass.get(sid), pid,
+                     a.annual_amount, n) for sid, r, lv in sids)
 
 
 def _run_batch(batch_fn, job: _BatchJob, monthly: pd.DataFrame, names: dict
