@@ -838,7 +838,16 @@ def _qa_frame(qa, reaches, sections, cty, usable, counties_in) -> pd.DataFrame:
     flagged = reaches[reaches.orientation_flag != ""]
     uniq = flagged[["source_row", "orientation_flag"]].drop_duplicates() \
         .sort_values(["source_row", "orientation_flag"])
-    by_row = uniq.groupby("source_row", sort=True)["orientation_flag"].agg("; ".join)
+    # most rows carry one flag: join text only where a row has several (a pandas
+    # string aggregation runs Python per group: seconds on 100k reaches)
+    rows_ = uniq.source_row.to_numpy()
+    flags_ = uniq.orientation_flag.to_numpy().astype(object)
+    start = np.flatnonzero(np.r_[True, rows_[1:] != rows_[:-1]]) if len(rows_) else \
+        np.zeros(0, dtype=int)
+    end = np.r_[start[1:], len(rows_)]
+    joined = [flags_[a] if b - a == 1 else "; ".join(flags_[a:b].tolist())
+              for a, b in zip(start.tolist(), end.tolist())]
+    by_row = pd.Series(joined, index=rows_[start], dtype=object)
     if len(base) and len(by_row):
         flag = base.source_row.map(by_row)
         hit = (base.layer == "rivers") & (base.status == "used") & flag.notna()
