@@ -29,6 +29,7 @@ flag in ``orientation_flag``; they are never guessed silently.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import geopandas as gpd
@@ -226,6 +227,19 @@ def reaches_from_rivers(
     return kept.reset_index(drop=True), qa_df
 
 
+def _thread_map(fn, items: list) -> list:
+    """``[fn(x) for x in items]`` on up to two threads (results in input order).
+
+    For work that releases the GIL (GEOS through shapely, Qhull through scipy).
+    """
+    if len(items) < 2:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as ex:
+        return list(ex.map(fn, items))
+
+
 def _medial_path(poly, step: float):
     """Main path of the medial axis of a polygon (a double-line river's centre line).
 
@@ -310,25 +324,34 @@ def _centrelines(water, shores, kept_geoms, crs, settings):
         sparse.coo_matrix((np.ones(len(wa)), (wa, wb)), shape=(len(valid), len(valid))),
         directed=False)
     near_w, _ = tree.query(geoms[valid], predicate="dwithin", distance=settings.shore_tolerance_m)
-    merged = [shapely.get_parts(shapely.union_all(geoms[valid[lab == c]]))
-              for c in np.unique(lab[near_w])]
+    merged = _thread_map(lambda c: shapely.get_parts(shapely.union_all(geoms[valid[lab == c]])),
+                         np.unique(lab[near_w]).tolist())
     merged = np.concatenate(merged) if merged else np.array([], dtype=object)
     merged = merged[np.isin(shapely.get_type_id(merged), [3])]  # polygons
     shapely.prepare(merged)
     kept_tree = SegmentIndex(kept_geoms, settings.duplicate_tolerance_m) \
         if len(kept_geoms) else None
     part_of = {}
+    # medial axes first, on both cores (Qhull and GEOS release the GIL); the order
+    # of the results is the order of the polygons, so the output does not change
+    near_of = [tree.query(poly.boundary, predicate="dwithin", distance=settings.shore_tolerance_m)
+               for poly in merged]
+    rough = [2 * poly.area / poly.length for poly in merged]  # exact for an even strip
+    todo = [k for k in range(len(merged))
+            if len(near_of[k]) and rough[k] <= settings.max_river_width_m]
+    # outline spacing: fine enough for the narrowest river, coarser for wide ones
+    paths = dict(zip(todo, _thread_map(
+        lambda k: _medial_path(merged[k], max(settings.centreline_step_m, rough[k] / 4)), todo)))
     for k, poly in enumerate(merged):
-        near = tree.query(poly.boundary, predicate="dwithin", distance=settings.shore_tolerance_m)
+        near = near_of[k]
         if len(near) == 0:
             continue
-        rough_width = 2 * poly.area / poly.length  # exact for a long strip of even width
+        rough_width = rough[k]
         if rough_width > settings.max_river_width_m:
             for j in valid[wtree.query(poly, predicate="intersects")]:
                 part_of.setdefault(int(j), []).append((k, rough_width, 0.0, ""))
             continue
-        # outline spacing: fine enough for the narrowest river, coarser for wide ones
-        path = _medial_path(poly, max(settings.centreline_step_m, rough_width / 4))
+        path = paths[k]
         if path is None or path.length == 0:
             continue
         width = poly.area / path.length
