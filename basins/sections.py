@@ -235,12 +235,24 @@ def chains_from_reaches(edges: gpd.GeoDataFrame) -> list[Chain]:
     chain_start = np.flatnonzero(first)
     before = np.repeat(csum[chain_start] - lengths[chain_start], [len(q) for q in seqs])
     offsets_all = csum - lengths - before
+    # a chain's name: the most common non-empty name of its reaches (most chains
+    # have one name throughout: decided with arrays, the vote only for the others)
+    rnames = np.array([r if isinstance(r, str) else "" for r in river[flat].tolist()],
+                      dtype=object)
+    rcode, runiq = pd.factorize(rnames, sort=True)
+    lo_c = np.minimum.reduceat(rcode, chain_start) if n_e else rcode
+    hi_c = np.maximum.reduceat(rcode, chain_start) if n_e else rcode
+    uniform = (lo_c == hi_c).tolist()
+    runiq = np.asarray(runiq, dtype=object)
     chains: list[Chain] = []
     pos = 0
     for cid, seq in enumerate(seqs):
         k = len(seq)
-        named = [r for r in river[seq] if r]
-        name = max(set(named), key=lambda r: (named.count(r), r)) if named else ""
+        if uniform[cid]:
+            name = runiq[lo_c[cid]]
+        else:
+            named = [r for r in river[seq] if r]
+            name = max(set(named), key=lambda r: (named.count(r), r)) if named else ""
         chains.append(Chain(cid, names[ui[seq[0]]], names[vi[seq[-1]]], [keys[e] for e in seq],
                             offsets_all[pos:pos + k], lines[cid], name))
         pos += k
@@ -861,7 +873,8 @@ def _qa_frame(qa, reaches, sections, cty, usable, counties_in) -> pd.DataFrame:
         hit = (base.layer == "rivers") & (base.status == "used") & flag.notna()
         base.loc[hit, "status"] = "flagged"
         base.loc[hit, "reason"] = [
-            "; ".join(x for x in (a, b) if x) for a, b in zip(base.reason[hit], flag[hit])]
+            "; ".join(x for x in (a, b) if x)
+            for a, b in zip(base.reason[hit].tolist(), flag[hit].tolist())]
     rows: list[dict] = []
     source = counties_in.attrs.get("source", "counties")
     party = defaultdict(int)
