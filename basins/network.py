@@ -135,7 +135,11 @@ def reaches_from_rivers(
     r = rivers.to_crs(crs)
     qa: dict[int, dict] = {}
     geoms = _arr(r)
-    types = np.array([None if g is None or g.is_empty else g.geom_type for g in geoms], dtype=object)
+    type_names = np.array(["Point", "LineString", "LinearRing", "Polygon", "MultiPoint",
+                           "MultiLineString", "MultiPolygon", "GeometryCollection"], dtype=object)
+    tid = shapely.get_type_id(geoms)
+    missing = (tid < 0) | shapely.is_empty(geoms)
+    types = np.where(missing, None, type_names[np.clip(tid, 0, 7)])
     for i in np.flatnonzero(pd.isna(types)):
         qa[i] = _qa_row("rivers", r.reach_id.iat[i], source, int(r.source_row.iat[i]),
                         "excluded", "empty or missing geometry")
@@ -159,11 +163,11 @@ def reaches_from_rivers(
     g = _arr(parts)
     length = shapely.length(g)
     tiny = length < max(settings.snap_tolerance_m, 1.0)
-    for rid in parts.reach_id[tiny]:
+    for rid in parts.reach_id[tiny].tolist():
         reasons[rid], statuses[rid] = "zero-length or shorter than the snap tolerance", "excluded"
     ring = ~tiny & (shapely.distance(shapely.get_point(g, 0), shapely.get_point(g, -1))
                     <= settings.snap_tolerance_m)
-    for rid in parts.reach_id[ring]:
+    for rid in parts.reach_id[ring].tolist():
         reasons[rid] = "closed ring (lake shore or island bank), not a flow line"
         statuses[rid] = "excluded"
     alive = ~tiny & ~ring
@@ -208,7 +212,7 @@ def reaches_from_rivers(
     kept = _node(kept, settings)
     # QA rows for every input feature
     pieces_by_row = kept.groupby("source_row").size().to_dict()
-    for rid, row in zip(parts.reach_id, parts.source_row):
+    for rid, row in zip(parts.reach_id.tolist(), parts.source_row.tolist()):
         if rid in reasons and int(row) not in pieces_by_row:
             qa.setdefault(int(row), _qa_row("rivers", rid.split("-")[0], source, int(row),
                                             statuses[rid], reasons[rid]))
