@@ -325,7 +325,7 @@ def shandong_county_batch(rows: pd.DataFrame, monthly: pd.DataFrame, params: dic
     cls = lookup.reindex(pd.MultiIndex.from_arrays([sid, month])).to_numpy() \
         if len(r) else np.zeros(0, dtype=object)
     have = pd.notna(cls)
-    rank = {k: v for k, v in RANK.items()}
+    rank = RANK
     target = rows.target.to_numpy()[r]
     tr = np.array([rank[t] for t in target], dtype=np.int64)
     cr = np.array([rank[c] if h else 0 for c, h in zip(cls.tolist(), have.tolist())],

@@ -217,9 +217,7 @@ def settle(
                 rows += _ledger_rows(f, a, refs.get(f.section_id, first), names, self_pay,
                                      side_cache)
             for (sid, party), fen in sorted(self_pay.items()):
-                ctx.flag(str(year), sid, f"{_party_name(party, names)} is on both sides of the "
-                         f"section: its own share ({fen_to_yuan(fen)} yuan over the year's "
-                         "monthly and yearly rows) nets to zero and is not in the ledger")
+                ctx.flag(str(year), sid, _self_pay_flag(party, fen, names))
             flags += [dict(period=p, agreement_id=a.agreement_id, section_id=s, flag=t)
                       for p, s, t in ctx.flags]
     frames = [pd.DataFrame(rows, columns=LEDGER_COLUMNS)]
@@ -302,7 +300,6 @@ def _run_batch(batch_fn, job: _BatchJob, monthly: pd.DataFrame, names: dict
     # the ref each flow is split by (as the agreement-by-agreement path looks it up)
     ref_objs: list[SectionRef] = []
     ref_id: dict[int, int] = {}
-    flow_ref = np.empty(len(fr), dtype=np.int64)
     row_ref = np.empty(len(rows), dtype=np.int64)
     for i, (k, sid) in enumerate(zip(key.tolist(), sid_of_row.tolist())):
         a, year, refs, first = job.meta[k]
@@ -311,7 +308,7 @@ def _run_batch(batch_fn, job: _BatchJob, monthly: pd.DataFrame, names: dict
             ref_id[id(ref)] = len(ref_objs)
             ref_objs.append(ref)
         row_ref[i] = ref_id[id(ref)]
-    flow_ref[:] = row_ref[fr]
+    flow_ref = row_ref[fr]
     # split each distinct (ref, direction, amount) once
     combo = np.column_stack([flow_ref, np.sign(signed), np.abs(signed)])
     uniq, inv = np.unique(combo, axis=0, return_inverse=True)
@@ -320,12 +317,12 @@ def _run_batch(batch_fn, job: _BatchJob, monthly: pd.DataFrame, names: dict
     pieces: list[list[tuple]] = []
     selfs: list[list[tuple]] = []
     for rf, sg, fen in uniq.tolist():
-        f = Flow("", "", "", "downstream" if sg > 0 else "upstream",
-                 "upstream" if sg > 0 else "downstream", int(fen), "", "")
-        sp: dict = {}
-        got = _ledger_rows(f, _NO_AGREEMENT, ref_objs[rf], names, sp, cache)
-        pieces.append([(t[5], t[6], t[7], t[8], t[9]) for t in got])
-        selfs.append([(party, amt) for (_, party), amt in sp.items()])
+        own_share: list[tuple] = []
+        pieces.append(_split_flow("downstream" if sg > 0 else "upstream",
+                                  "upstream" if sg > 0 else "downstream", int(fen),
+                                  ref_objs[rf], names, cache,
+                                  lambda party, amt: own_share.append((party, amt))))
+        selfs.append(own_share)
     cnt = np.array([len(p) for p in pieces], dtype=np.int64)
     off = np.concatenate([[0], np.cumsum(cnt)[:-1]])
     flat = [t for p in pieces for t in p]
@@ -358,18 +355,9 @@ def _run_batch(batch_fn, job: _BatchJob, monthly: pd.DataFrame, names: dict
     for (k, sid, party), fen in sorted(own.items()):
         a, year, _, _ = job.meta[k]
         flags.append(dict(period=str(year), agreement_id=a.agreement_id, section_id=sid,
-                          flag=f"{_party_name(party, names)} is on both sides of the section: "
-                          f"its own share ({fen_to_yuan(fen)} yuan over the year's monthly and "
-                          "yearly rows) nets to zero and is not in the ledger"))
+                          flag=_self_pay_flag(party, fen, names)))
     return led, flags
 
-
-class _NoAgreement:
-    agreement_id = ""
-    template = "batch"
-
-
-_NO_AGREEMENT = _NoAgreement()
 
 LEDGER_ORDER = ["period", "stage", "agreement_id", "section_id", "rule", "payer", "payee"]
 
@@ -389,14 +377,31 @@ def _party_name(p: str, names: dict[str, str]) -> str:
 
 def _ledger_rows(f: Flow, a: Agreement, ref: SectionRef, names: dict,
                  self_pay: dict[tuple[str, str], int], cache: dict) -> list[tuple]:
-    """Turn a formula's flow into party-to-party rows, splitting sides by shares exactly.
-
-    ``cache`` (one per :func:`settle` call) keeps each reference's parsed shares:
-    (id of the ref, side) -> (parties, shares, the ref, held so its id stays its own).
-    """
+    """Turn a formula's flow into ledger rows (tuples in :data:`LEDGER_COLUMNS` order)."""
     if f.fen <= 0:
         raise BasinsInputError(f"formula of {a.template} returned a non-positive amount {f.fen}.")
+    return [(f.period, f.stage, a.agreement_id, a.template, f.section_id, payer, payer_name,
+             payee, payee_name, amt, _yuan_text(amt), f.rule, f.reason)
+            for payer, payer_name, payee, payee_name, amt in
+            _split_flow(f.payer, f.payee, f.fen, ref, names, cache,
+                        lambda party, amt: _add_self_pay(self_pay, f.section_id, party, amt))]
 
+
+def _add_self_pay(self_pay: dict, section_id: str, party: str, amt: int) -> None:
+    key = (section_id, party)
+    self_pay[key] = self_pay.get(key, 0) + amt
+
+
+def _split_flow(payer_side: str, payee_side: str, fen: int, ref: SectionRef, names: dict,
+                cache: dict, on_self) -> list[tuple[str, str, str, str, int]]:
+    """Split an amount between the parties of its two sides by shares, exactly.
+
+    Returns ``(payer, payer_name, payee, payee_name, fen)`` pieces without zero
+    amounts; a piece a party would pay itself (a county on both sides of a
+    border_change section) goes to ``on_self(party, fen)`` instead. ``cache`` (one
+    per :func:`settle` call) keeps each reference's parsed shares: (id of the ref,
+    side) -> (parties, shares, the ref, held so its id stays its own).
+    """
     def side(x: str) -> tuple[tuple[str, ...], list[Decimal]]:
         key = (id(ref), x)
         if key not in cache:  # shares are parsed once per reference and side
@@ -408,21 +413,25 @@ def _ledger_rows(f: Flow, a: Agreement, ref: SectionRef, names: dict,
                 cache[key] = ((x,), [Decimal(1)], ref)
         return cache[key][:2]
 
-    payers, ps = side(f.payer)
-    payees, qs = side(f.payee)
+    payers, ps = side(payer_side)
+    payees, qs = side(payee_side)
     out = []
-    for payer, part in zip(payers, split_fen(f.fen, ps)):
+    for payer, part in zip(payers, split_fen(fen, ps)):
         for payee, amt in zip(payees, split_fen(part, qs)):
             if amt == 0:
                 continue
-            if payer == payee:  # a county on both sides of a border_change section
-                key = (f.section_id, payer)
-                self_pay[key] = self_pay.get(key, 0) + int(amt)
+            if payer == payee:
+                on_self(payer, int(amt))
                 continue
-            out.append((f.period, f.stage, a.agreement_id, a.template, f.section_id, payer,
-                        _party_name(payer, names), payee, _party_name(payee, names), int(amt),
-                        _yuan_text(int(amt)), f.rule, f.reason))
+            out.append((payer, _party_name(payer, names), payee, _party_name(payee, names),
+                        int(amt)))
     return out
+
+
+def _self_pay_flag(party: str, fen: int, names: dict) -> str:
+    return (f"{_party_name(party, names)} is on both sides of the section: its own share "
+            f"({fen_to_yuan(fen)} yuan over the year's monthly and yearly rows) nets to zero "
+            "and is not in the ledger")
 
 
 @lru_cache(maxsize=65536)
