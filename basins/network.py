@@ -231,7 +231,7 @@ def reaches_from_rivers(
     return kept.reset_index(drop=True), qa_df
 
 
-def _thread_map(fn, items: list) -> list:
+def thread_map(fn, items: list) -> list:
     """``[fn(x) for x in items]`` on up to two threads (results in input order).
 
     For work that releases the GIL (GEOS through shapely, Qhull through scipy).
@@ -328,7 +328,7 @@ def _centrelines(water, shores, kept_geoms, crs, settings):
         sparse.coo_matrix((np.ones(len(wa)), (wa, wb)), shape=(len(valid), len(valid))),
         directed=False)
     near_w, _ = tree.query(geoms[valid], predicate="dwithin", distance=settings.shore_tolerance_m)
-    merged = _thread_map(lambda c: shapely.get_parts(shapely.union_all(geoms[valid[lab == c]])),
+    merged = thread_map(lambda c: shapely.get_parts(shapely.union_all(geoms[valid[lab == c]])),
                          np.unique(lab[near_w]).tolist())
     merged = np.concatenate(merged) if merged else np.array([], dtype=object)
     merged = merged[np.isin(shapely.get_type_id(merged), [3])]  # polygons
@@ -344,7 +344,7 @@ def _centrelines(water, shores, kept_geoms, crs, settings):
     todo = [k for k in range(len(merged))
             if len(near_of[k]) and rough[k] <= settings.max_river_width_m]
     # outline spacing: fine enough for the narrowest river, coarser for wide ones
-    paths = dict(zip(todo, _thread_map(
+    paths = dict(zip(todo, thread_map(
         lambda k: _medial_path(merged[k], max(settings.centreline_step_m, rough[k] / 4)), todo)))
     for k, poly in enumerate(merged):
         near = near_of[k]

@@ -36,7 +36,7 @@ import shapely
 from scipy.spatial import cKDTree
 
 from . import settings as st
-from .network import QA_COLUMNS, OrientedNetwork, _thread_map, reaches_from_graph, sample_lines
+from .network import QA_COLUMNS, OrientedNetwork, thread_map, reaches_from_graph, sample_lines
 
 OUTSIDE = -1
 
@@ -397,7 +397,7 @@ def _side_votes(pts, tangents, a, b, counties, tol) -> np.ndarray:
         def dist(ix):
             return (shapely.distance(lp[ix], ga[ix]) + shapely.distance(rp[ix], gb[ix]),
                     shapely.distance(lp[ix], gb[ix]) + shapely.distance(rp[ix], ga[ix]))
-        parts = _thread_map(dist, half)
+        parts = thread_map(dist, half)
         d1 = np.concatenate([p[0] for p in parts])  # a left, b right
         d2 = np.concatenate([p[1] for p in parts])
         # scaled below one probe's vote: distances only break ties
