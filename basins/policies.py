@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
@@ -122,16 +123,27 @@ def template_from_dict(d: dict, source: str = "<dict>") -> Template:
 
 def load_template(path: str | os.PathLike) -> Template:
     """Read and validate one template YAML file."""
-    import yaml
-
     path = Path(path)
     try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
+        st_ = path.stat()
+    except FileNotFoundError as exc:
+        raise BasinsInputError(f"{path}: template file not found.") from exc
+    return _load_template(str(path), st_.st_mtime_ns, st_.st_size)
+
+
+@lru_cache(maxsize=256)
+def _load_template(path: str, mtime_ns: int, size: int) -> Template:
+    """:func:`load_template`, parsed once per file version (YAML parsing is slow)."""
+    import yaml
+
+    try:
+        d = yaml.load(Path(path).read_text(encoding="utf-8"),
+                      Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError as exc:
         raise BasinsInputError(f"{path}: template file not found.") from exc
     except yaml.YAMLError as exc:
         raise BasinsInputError(f"{path}: not valid YAML ({exc}).") from exc
-    return template_from_dict(d, str(path))
+    return template_from_dict(d, path)
 
 
 def load_templates(*dirs: str | os.PathLike) -> dict[str, Template]:
@@ -288,7 +300,7 @@ BATCH_COLUMNS = ["key", "year", "section_id", "level", "target", "months", "annu
                  "params_id", "annual_amount", "n_sections"]
 
 
-def shandong_county_batch(rows: pd.DataFrame, monthly: pd.DataFrame, params: dict[int, dict]
+def shandong_county_batch(rows: pd.DataFrame, grid, params: dict[int, dict]
                           ) -> tuple[pd.DataFrame, list[tuple]]:
     """:func:`shandong_county` for many section-years at once (columnar, same results).
 
@@ -298,8 +310,8 @@ def shandong_county_batch(rows: pd.DataFrame, monthly: pd.DataFrame, params: dic
         One row per section-year (:data:`BATCH_COLUMNS`): ``key`` identifies the
         agreement-year, ``months`` is the tuple of months in force, ``params_id``
         indexes ``params``, ``n_sections`` counts the agreement's settled sections.
-    monthly
-        Monthly classes (``section_id, month, class``).
+    grid : basins.quality.MonthGrid
+        Monthly class ranks per section and month.
     params
         Effective parameters by ``params_id``.
 
@@ -307,93 +319,158 @@ def shandong_county_batch(rows: pd.DataFrame, monthly: pd.DataFrame, params: dic
     -------
     flows : pandas.DataFrame
         ``row`` (index into ``rows``), ``period``, ``stage``, ``signed_fen``
-        (positive: downstream pays upstream), ``rule``, ``reason``.
+        (positive: downstream pays upstream), ``rule``, ``reason`` (text columns
+        may be categorical).
     flags : list of (row, period, text)
     """
-    from .quality import RANK
+    from .quality import CLASSES, RANK
 
     for p in params.values():
         if p["missing_month"] not in ("skip", "worse"):
             raise BasinsInputError("template shandong_county: missing_month must be skip or "
                                    "worse.")
-    n_months = rows.months.map(len).to_numpy()
-    r = np.repeat(np.arange(len(rows)), n_months)
-    month = np.array([m for ms in rows.months for m in ms], dtype=object)
-    sid = rows.section_id.to_numpy()[r]
-    lookup = pd.Series(monthly["class"].to_numpy(),
-                       index=pd.MultiIndex.from_arrays([monthly.section_id, monthly.month]))
-    cls = lookup.reindex(pd.MultiIndex.from_arrays([sid, month])).to_numpy() \
-        if len(r) else np.zeros(0, dtype=object)
-    have = pd.notna(cls)
-    rank = RANK
-    target = rows.target.to_numpy()[r]
-    tr = np.array([rank[t] for t in target], dtype=np.int64)
-    cr = np.array([rank[c] if h else 0 for c, h in zip(cls.tolist(), have.tolist())],
-                  dtype=np.int64)
+    n = len(rows)
+    # months: each distinct tuple of months once, as codes into the grid
+    tcode, tuniq = pd.factorize(rows.months.to_numpy()) if n else (np.zeros(0, np.int64), [])
+    lens = np.array([len(t) for t in tuniq], dtype=np.int64)
+    width = int(lens.max()) if len(lens) else 0
+    mtext = sorted({m for t in tuniq for m in t})  # every month in force, text order
+    mpos = {m: k for k, m in enumerate(mtext)}
+    tmat = np.zeros((len(tuniq), width), dtype=np.int64)
+    for k, t in enumerate(tuniq):
+        tmat[k, :len(t)] = [mpos[m] for m in t]
+    gcol = np.array([grid.month_index.get(m, -1) for m in mtext], dtype=np.int64)
+    nm = lens[tcode] if n else np.zeros(0, np.int64)
+    r = np.repeat(np.arange(n), nm)
+    j = np.arange(len(r)) - np.repeat(np.cumsum(nm) - nm, nm)
+    month = tmat[tcode[r], j]                      # code into mtext
+    srow = _mapped(rows.section_id, lambda x: grid.section_index.get(x, -1))
+    gs, gm = srow[r], gcol[month]
+    ok = (gs >= 0) & (gm >= 0)
+    cr = np.zeros(len(r), dtype=np.int64)
+    cr[ok] = grid.rank[gs[ok], gm[ok]]
+    have = cr > 0
+    tgt_row = _mapped(rows.target, RANK.__getitem__)
+    tr = tgt_row[r]
     d = np.where(have, tr - cr, 0)
-    worse_if_missing = np.array([params[i]["missing_month"] == "worse"
-                                 for i in rows.params_id], dtype=bool)[r]
+    worse_row = _mapped(rows.params_id, lambda i: params[i]["missing_month"] == "worse", False)
+    worse_if_missing = worse_row[r]
     d = np.where(~have & worse_if_missing, -1, d)
-    flags: list[tuple] = []
-    for i in np.flatnonzero(~have).tolist():
-        flags.append((int(r[i]), month[i], "no monitoring data this month"
-                      + ("; counted as worse than target" if worse_if_missing[i]
-                         else "; no transfer")))
+    flags: list[tuple] = [
+        (int(r[i]), mtext[month[i]], "no monitoring data this month"
+         + ("; counted as worse than target" if worse_if_missing[i] else "; no transfer"))
+        for i in np.flatnonzero(~have).tolist()]
     sign = np.sign(d)
-    base_of: dict[tuple, int] = {}
-    base_row = np.zeros(len(rows), dtype=np.int64)
-    for i, k in enumerate(zip(rows.level.tolist(), rows.annual_amount.tolist(),
-                              rows.n_sections.tolist(), rows.params_id.tolist())):
-        if k not in base_of:
-            base_of[k] = monthly_base(k[0], k[1], k[2], params[k[3]])
-        base_row[i] = base_of[k]
-    base = base_row[r]
+    # the monthly base per distinct (level, amount, number of sections, parameters)
+    parts = [pd.factorize(rows[c].to_numpy(dtype=object))
+             for c in ("level", "annual_amount", "n_sections", "params_id")]
+    combo = np.zeros(n, dtype=np.int64)
+    for c, u in parts:
+        combo = combo * max(len(u), 1) + c
+    bc, bu = pd.factorize(combo)
+    base_row = np.zeros(len(bu), dtype=np.int64)
+    for k, x in enumerate(bu.tolist()):
+        idx = []
+        for c, u in reversed(parts):
+            x, rem = divmod(x, max(len(u), 1))
+            idx.append(u[rem])
+        lv, amt, n_s, p_id = idx[::-1]
+        base_row[k] = monthly_base(lv, amt, int(n_s), params[int(p_id)])
+    base_row = base_row[bc]
     mov = np.flatnonzero(sign != 0)
-    label = np.where(have, cls, "missing").astype(object)
-    reason_of = {}
-    reasons = []
-    for c, t in zip(label[mov].tolist(), target[mov].tolist()):
-        k = (c, t)
-        if k not in reason_of:
-            reason_of[k] = f"class {c} vs target {t}"
-        reasons.append(reason_of[k])
-    monthly_flows = pd.DataFrame({
-        "row": r[mov], "period": month[mov], "stage": "monthly",
-        "signed_fen": sign[mov] * base[mov], "rule": "monthly class",
-        "reason": np.array(reasons, dtype=object)})
-    # yearly settlement per section-year
-    net = np.zeros(len(rows), dtype=np.int64)
-    np.add.at(net, r[mov], sign[mov] * base[mov])
-    n_better = np.bincount(r[sign > 0], minlength=len(rows))
-    n_worse = np.bincount(r[sign < 0], minlength=len(rows))
-    yearly = []
+    amount = sign[mov] * base_row[r[mov]]
+    # reason "class C vs target T" per (class or missing, target): a code into a small table
+    labels = ("missing",) + CLASSES
+    reason_code = cr[mov] * 7 + tr[mov]
+    rc, ru = pd.factorize(reason_code, sort=True)
+    reasons = [f"class {labels[x // 7]} vs target {CLASSES[x % 7 - 1]}" for x in ru.tolist()]
+    k_m = len(mov)
+    # yearly settlement per section-year: the net floats by the annual class
+    net = np.zeros(n, dtype=np.int64)
+    np.add.at(net, r[mov], amount)
+    n_better = np.bincount(r[sign > 0], minlength=n)
+    n_worse = np.bincount(r[sign < 0], minlength=n)
     years = rows.year.to_numpy()
-    annual = rows.annual_class.to_numpy()
-    tgt = rows.target.to_numpy()
     pid = rows.params_id.to_numpy()
-    for i in np.flatnonzero(net != 0).tolist():
-        p = params[pid[i]]
-        frac = Decimal(0)
-        if annual[i] is not None and not (isinstance(annual[i], float) and np.isnan(annual[i])):
-            dd = max(-2, min(2, rank[tgt[i]] - rank[annual[i]]))
-            frac = Decimal(str(p["float_table"][str(dd)]))
+    moved = np.flatnonzero(net != 0)
+    ac_rank = _mapped(rows.annual_class, lambda c: RANK.get(c, 0) if isinstance(c, str) else 0,
+                      na=0)[moved]
+    for i in moved[ac_rank == 0].tolist():
+        flags.append((i, str(years[i]), "no annual class; no float applied"))
+    dd = np.clip(tgt_row[moved] - ac_rank, -2, 2)
+    sg = np.where(net[moved] > 0, 1, -1)
+    # the float per (params, class difference, direction) as an exact ratio num / den
+    # of (1 + float × direction); key -1: no annual class, no float
+    frac_key = np.where(ac_rank == 0, -1, (pid[moved] * 5 + (dd + 2)) * 2 + (sg > 0))
+    fk, fu = pd.factorize(frac_key, sort=True)
+    fracs, ratios = [], []
+    for x in fu.tolist():
+        f, q = Decimal(0), Decimal(1)
+        if x >= 0:
+            p = params[x // 10]
             cap = Decimal(str(p["float_max"]))
-            frac = max(-cap, min(cap, frac))
-            ac = annual[i]
-        else:
-            flags.append((i, str(years[i]), "no annual class; no float applied"))
-            ac = None
-        sg = 1 if net[i] > 0 else -1
-        total = _round_fen(Decimal(abs(int(net[i]))) * (1 + frac * sg))
-        if total == 0:
-            continue
-        yearly.append((i, str(years[i]), "yearly", sg * total, "yearly settlement",
-                       f"{n_better[i]} months better, {n_worse[i]} worse; annual class "
-                       f"{ac or 'n/a'} vs {tgt[i]}: float {frac:+.0%}"))
-    yearly_flows = pd.DataFrame(yearly, columns=["row", "period", "stage", "signed_fen", "rule",
-                                                 "reason"])
-    flows = pd.concat([monthly_flows, yearly_flows], ignore_index=True)
+            f = max(-cap, min(cap, Decimal(str(p["float_table"][str((x // 2) % 5 - 2)]))))
+            q = 1 + f * (1 if x % 2 else -1)
+        fracs.append(f)
+        ratios.append(q.as_integer_ratio())
+    absnet = np.abs(net[moved])
+    num = np.array([nu for nu, _ in ratios], dtype=object)[fk]
+    den = np.array([de for _, de in ratios], dtype=object)[fk]
+    if len(moved) and max(max(t) for t in ratios) < 2**20 and int(absnet.max()) < 2**40:
+        total = _round_half_even(absnet * num.astype(np.int64), den.astype(np.int64))
+    else:  # exact Python integers when int64 could overflow
+        total = np.array([_round_fen(Decimal(int(a_)) * Decimal(nu) / Decimal(de))
+                          for a_, nu, de in zip(absnet.tolist(), num, den)], dtype=np.int64)
+    keep = np.flatnonzero(total != 0)
+    # one table of period, stage, rule and reason texts for monthly and yearly flows
+    mk = moved[keep]
+    y_u, y_code = np.unique(years[mk], return_inverse=True)
+    periods = mtext + [str(y) for y in y_u.tolist()]
+    # the yearly reason per distinct (months better, worse, annual class, target, float)
+    reason_code_y = {x: k for k, x in enumerate(reasons)}
+    tk = (((n_better[mk] * 13 + n_worse[mk]) * 7 + ac_rank[keep]) * 7 + tgt_row[mk]) \
+        * max(len(fu), 1) + fk[keep]
+    tc, tu = pd.factorize(tk)
+    tcode = np.zeros(len(tu), dtype=np.int64)
+    for k, x in enumerate(tu.tolist()):
+        x, f_i = divmod(x, max(len(fu), 1))
+        x, t_r = divmod(x, 7)
+        x, a_r = divmod(x, 7)
+        nb, nw = divmod(x, 13)
+        t = (f"{nb} months better, {nw} worse; annual class "
+             f"{CLASSES[a_r - 1] if a_r else 'n/a'} vs {CLASSES[t_r - 1]}: float "
+             f"{fracs[f_i]:+.0%}")
+        tcode[k] = reason_code_y.setdefault(t, len(reason_code_y))
+    rcode_y = tcode[tc]
+    n_y = len(keep)
+    flows = pd.DataFrame({
+        "row": np.concatenate([r[mov], moved[keep]]),
+        "period": pd.Categorical.from_codes(
+            np.concatenate([month[mov], len(mtext) + y_code.ravel()]).astype(np.int64),
+            periods),
+        "stage": pd.Categorical.from_codes(np.repeat([0, 1], [k_m, n_y]),
+                                           ["monthly", "yearly"]),
+        "signed_fen": np.concatenate([amount, (sg[keep] * total[keep])]).astype(np.int64),
+        "rule": pd.Categorical.from_codes(np.repeat([0, 1], [k_m, n_y]),
+                                          ["monthly class", "yearly settlement"]),
+        "reason": pd.Categorical.from_codes(np.concatenate([rc, rcode_y]).astype(np.int64),
+                                            list(reason_code_y))})
     return flows, flags
+
+
+def _mapped(col: pd.Series, fn, na=-1) -> np.ndarray:
+    """``fn`` of every value of a column, called once per distinct value."""
+    c, u = pd.factorize(col.to_numpy(dtype=object))
+    out = np.array([fn(x) for x in u] + [na])
+    return out[c]  # code -1 (missing) takes ``na``
+
+
+def _round_half_even(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` rounded half to even, in integers (``den > 0``, ``num >= 0``)."""
+    q, rem = np.divmod(num, den)
+    twice = 2 * rem
+    up = (twice > den) | ((twice == den) & (q % 2 == 1))
+    return q + up
 
 
 shandong_county.batch = shandong_county_batch  # type: ignore[attr-defined]

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from dataclasses import dataclass
 from decimal import Decimal
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -208,53 +209,208 @@ def monitoring_from_frame(df: pd.DataFrame, source: str = "<table>",
 # ---------------------------------------------------------------------------
 # classes per month and year
 # ---------------------------------------------------------------------------
-def _ranks(monitoring: pd.DataFrame, water: dict[str, str]) -> np.ndarray:
-    """Class rank (1 = I … 6 = 劣V) of every row; 0 where the indicator does not apply.
+#: Values are summed exactly as integers of this many mg/L per unit (1e-9 mg/L).
+NANO = 1_000_000_000
 
-    Vectorised with floats: values and limits are decimal numbers converted the
-    same way, so a value equal to a limit compares equal, and distinct decimals of
-    up to 15 significant digits keep their order.
+
+@dataclass
+class MonitoringCodes:
+    """A monitoring table factorised once into integer codes (see :func:`code_monitoring`).
+
+    ``sections``/``months`` are sorted, so code order is text order; ``values``
+    holds each distinct Decimal once. Classes per month and year are computed on
+    the codes (numpy), never row by row.
     """
-    # convert each distinct value and section once (monitoring repeats them a lot)
-    vcode, vuniq = pd.factorize(monitoring.value_mg_l, use_na_sentinel=False)
-    v = np.array([float(x) for x in vuniq], dtype=float)[vcode]
-    ind = monitoring.indicator.to_numpy()
-    scode, suniq = pd.factorize(monitoring.section_id, use_na_sentinel=False)
-    lake = np.array([water.get(x, "river") == "lake" for x in suniq], dtype=bool)[scode] \
-        if len(suniq) else np.zeros(len(v), bool)
-    out = np.zeros(len(v), dtype=np.int8)
-    for name, spec in LIMITS.items():
+
+    sections: np.ndarray     # distinct section ids, sorted (object)
+    months: np.ndarray       # distinct months ``YYYY-MM``, sorted (object)
+    indicators: np.ndarray   # distinct indicators (object)
+    s: np.ndarray            # section code per row
+    m: np.ndarray            # month code per row
+    i: np.ndarray            # indicator code per row
+    values: list             # distinct values (Decimal mg/L)
+    v: np.ndarray            # value code per row
+
+    def __len__(self) -> int:
+        return len(self.s)
+
+    def month_years(self) -> np.ndarray:
+        """Year of each distinct month."""
+        return np.array([int(x[:4]) for x in self.months.tolist()], dtype=np.int64)
+
+    def lake_rows(self, water: dict[str, str]) -> np.ndarray:
+        lake = np.array([water.get(x, "river") == "lake" for x in self.sections.tolist()],
+                        dtype=bool)
+        return lake[self.s] if len(lake) else np.zeros(len(self.s), bool)
+
+    def ranks(self, water: dict[str, str]) -> np.ndarray:
+        """Class rank (1 = I … 6 = 劣V) of every row; 0 where the indicator does not apply.
+
+        Vectorised with floats: values and limits are decimal numbers converted the
+        same way, so a value equal to a limit compares equal, and distinct decimals of
+        up to 15 significant digits keep their order.
+        """
+        v = np.array([float(x) for x in self.values], dtype=float)[self.v]
+        return _rank_by_limits(v, self.i, self.indicators, self.lake_rows(water),
+                               lambda lim: np.array([float(x) for x in lim]))
+
+    def month_grid(self, water: dict[str, str]) -> "MonthGrid":
+        """Worst class rank per section and month (the monthly single-factor class)."""
+        grid = np.zeros(len(self.sections) * len(self.months), dtype=np.int8)
+        r = self.ranks(water)
+        cell = self.s * len(self.months) + self.m
+        for k in range(1, len(CLASSES) + 1):  # worse ranks written last: the worst stays
+            grid[cell[r == k]] = k
+        return MonthGrid(self.sections, self.months,
+                         grid.reshape(len(self.sections), len(self.months)))
+
+    def nano(self) -> np.ndarray | None:
+        """Row values as int64 units of 1e-9 mg/L, or None when a value has more
+        decimals (or is too large to sum exactly in int64)."""
+        scaled = [x * NANO for x in self.values]
+        if not all(x == x.to_integral_value() and abs(x) < 10**15 for x in scaled):
+            return None
+        return np.array([int(x) for x in scaled], dtype=np.int64)[self.v]
+
+    def year_grid(self, water: dict[str, str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Single-factor rank of the annual means per section and year, exactly.
+
+        A mean ``total / count`` is within a limit when ``total <= limit × count``
+        (``>=`` for DO), all in integers of 1e-9 mg/L, so no Decimal division is
+        needed. Returns ``(years, int8[n_sections, n_years])`` (0 = no class), or
+        None when :meth:`nano` cannot represent the values (use the Decimal means).
+        """
+        nano = self.nano()
+        if nano is None:
+            return None
+        myear = self.month_years()
+        years, ycode = np.unique(myear, return_inverse=True)
+        n_s, n_y, n_i = len(self.sections), len(years), len(self.indicators)
+        key = (self.s.astype(np.int64) * n_y + ycode.ravel()[self.m]) * n_i + self.i
+        size = n_s * n_y * n_i
+        total = np.zeros(size, dtype=np.int64)
+        np.add.at(total, key, nano)
+        count = np.bincount(key, minlength=size).astype(np.int64)
+        have = np.flatnonzero(count)
+        g_s, rest = np.divmod(have, n_y * n_i)
+        g_y, g_i = np.divmod(rest, n_i)
+        lake = np.array([water.get(x, "river") == "lake" for x in self.sections.tolist()],
+                        dtype=bool)[g_s] if n_s else np.zeros(0, bool)
+        tot, cnt = total[have], count[have]
+        r = _rank_by_limits(None, g_i, self.indicators, lake,
+                            lambda lim: np.array([int(Decimal(x) * NANO) for x in lim],
+                                                 dtype=np.int64), exact=(tot, cnt))
+        grid = np.zeros((n_s, n_y), dtype=np.int8)
+        np.maximum.at(grid, (g_s, g_y), r)
+        return years, grid
+
+
+@dataclass
+class MonthGrid:
+    """Monthly class ranks as a dense grid: ``rank[section, month]`` (1 = I … 6 = 劣V,
+    0 = no class that month). Rows and columns follow ``sections`` and ``months``."""
+
+    sections: np.ndarray
+    months: np.ndarray
+    rank: np.ndarray
+
+    @cached_property
+    def section_index(self) -> dict[str, int]:
+        return {x: k for k, x in enumerate(self.sections.tolist())}
+
+    @cached_property
+    def month_index(self) -> dict[str, int]:
+        return {x: k for k, x in enumerate(self.months.tolist())}
+
+    def classes(self) -> dict[tuple[str, str], str]:
+        """``(section_id, month) -> class`` for every cell with a class."""
+        s, m = np.nonzero(self.rank)
+        cls = np.array(CLASSES, dtype=object)[self.rank[s, m] - 1]
+        return dict(zip(zip(self.sections[s].tolist(), self.months[m].tolist()), cls.tolist()))
+
+
+def _rank_by_limits(v: np.ndarray | None, icode: np.ndarray, indicators: np.ndarray,
+                    lake: np.ndarray, conv,
+                    exact: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Rank of each value against its indicator's limits (0: does not apply).
+
+    ``icode`` indexes ``indicators``. ``v`` are values (compared by
+    :func:`numpy.searchsorted`); with ``exact = (total, count)`` a value is the
+    mean ``total / count`` and is compared as ``total`` against ``limit × count``
+    in integers.
+    """
+    out = np.zeros(len(icode), dtype=np.int8)
+    for code, name in enumerate(indicators.tolist()):
+        spec = LIMITS.get(name)
+        if spec is None:
+            continue
+        of_ind = icode == code
         for kind_water, mask_w in (("river", ~lake), ("lake", lake)):
             limits = spec.get(kind_water) or (spec.get("river") if kind_water == "lake" else None)
             if limits is None:
                 continue
-            m = (ind == name) & mask_w
-            if not m.any():
+            m = np.flatnonzero(of_ind & mask_w)
+            if not len(m):
                 continue
-            lim = np.array([float(x) for x in limits])
-            if spec["kind"] == "min":
-                out[m] = np.searchsorted(-lim, -v[m], side="left") + 1
-            else:
-                out[m] = np.searchsorted(lim, v[m], side="left") + 1
+            lim = conv(limits)
+            if exact is None:
+                if spec["kind"] == "min":
+                    out[m] = np.searchsorted(-lim, -v[m], side="left") + 1
+                else:
+                    out[m] = np.searchsorted(lim, v[m], side="left") + 1
+                continue
+            tot, cnt = exact[0][m], exact[1][m]
+            bound = lim[None, :] * cnt[:, None]  # limit × count, exact integers
+            worse = (tot[:, None] < bound) if spec["kind"] == "min" else (tot[:, None] > bound)
+            out[m] = worse.sum(axis=1) + 1
     return out
 
 
-def monthly_classes(monitoring: pd.DataFrame, water: dict[str, str] | None = None) -> pd.DataFrame:
+def _factorize_sorted(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize(a, sort=True)``, from run boundaries when ``a`` is already sorted
+    (as :func:`read_monitoring` leaves the section ids)."""
+    if len(a) > 1:
+        new = np.empty(len(a), dtype=bool)
+        new[0] = True
+        new[1:] = a[1:] != a[:-1]
+        u = a[new]
+        if all(isinstance(x, str) for x in u.tolist()) and bool(np.all(u[1:] > u[:-1])):
+            return np.cumsum(new) - 1, u
+    return pd.factorize(a, sort=True)
+
+
+def code_monitoring(monitoring: pd.DataFrame) -> MonitoringCodes:
+    """Factorise a monitoring table (``section_id, month, indicator, value_mg_l``) once."""
+    def col(name: str) -> np.ndarray:  # object arrays factorise faster than pandas strings
+        return monitoring[name].to_numpy(dtype=object)
+
+    sc, su = _factorize_sorted(col("section_id"))
+    mc, mu = pd.factorize(col("month"), sort=True)
+    ic, iu = pd.factorize(col("indicator"))
+    values = col("value_mg_l")
+    vu = pd.unique(values)  # Decimal hashing: unique + indexer beats factorize 2x
+    vc = pd.Index(vu, dtype=object).get_indexer(values)
+    return MonitoringCodes(
+        sections=np.asarray(su, dtype=object), months=np.asarray(mu, dtype=object),
+        indicators=np.asarray(iu, dtype=object), s=sc.astype(np.int64), m=mc.astype(np.int64),
+        i=ic.astype(np.int64), values=list(vu), v=vc.astype(np.int64))
+
+
+def monthly_classes(monitoring: pd.DataFrame, water: dict[str, str] | None = None,
+                    codes: MonitoringCodes | None = None) -> pd.DataFrame:
     """Class per section and month: ``section_id, month, class, worst_indicator``.
 
     Single-factor: the worst indicator decides; ties go to the indicator listed
-    first in :data:`LIMITS`, so the result is stable.
+    first in :data:`LIMITS`, so the result is stable. ``codes``: the table already
+    factorised by :func:`code_monitoring`.
     """
     cols = ["section_id", "month", "class", "worst_indicator"]
     if len(monitoring) == 0:
         return pd.DataFrame(columns=cols)
-    r = _ranks(monitoring, water or {})
+    c = codes if codes is not None else code_monitoring(monitoring)
+    r = c.ranks(water or {})
     order = {k: i for i, k in enumerate(LIMITS)}
-    # sort on integer codes (sorted categories keep the text order): much faster
-    # than sorting strings
-    sc, su = pd.factorize(monitoring.section_id, sort=True)
-    mc, mu = pd.factorize(monitoring.month, sort=True)
-    ic, iu = pd.factorize(monitoring.indicator)
+    sc, mc, ic, iu = c.s, c.m, c.i, c.indicators
     o = np.array([order.get(x, len(order)) for x in iu], dtype=np.int64)[ic]
     keep = np.flatnonzero(r > 0)
     idx = keep[np.lexsort((o[keep], -r[keep].astype(np.int64), mc[keep], sc[keep]))]
@@ -262,10 +418,10 @@ def monthly_classes(monitoring: pd.DataFrame, water: dict[str, str] | None = Non
         if len(idx) else np.zeros(0, bool)
     idx = idx[first]
     return pd.DataFrame({
-        "section_id": np.asarray(su, dtype=object)[sc[idx]],
-        "month": np.asarray(mu, dtype=object)[mc[idx]],
+        "section_id": c.sections[sc[idx]],
+        "month": c.months[mc[idx]],
         "class": np.array(CLASSES, dtype=object)[r[idx] - 1],
-        "worst_indicator": np.asarray(iu, dtype=object)[ic[idx]],
+        "worst_indicator": iu[ic[idx]],
     }, columns=cols)
 
 

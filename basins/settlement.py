@@ -15,7 +15,7 @@ what is received, to the fen. Reruns give byte-identical files.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from datetime import date
 from decimal import Decimal
@@ -30,7 +30,8 @@ from .agreements import Agreement, SectionRef
 from .money import fen_to_yuan, split_fen
 from .policies import Flow, SectionYear, YearContext, load_templates, monthly_base, \
     shandong_exposure
-from .quality import annual_means_by_year, classes_of_means, monthly_classes
+from .quality import CLASSES, MonitoringCodes, annual_means_by_year, classes_of_means, \
+    code_monitoring
 from .read import BasinsInputError
 
 LEDGER_COLUMNS = ["period", "stage", "agreement_id", "template", "section_id", "payer",
@@ -63,8 +64,7 @@ def _shares(ref: SectionRef, side: str) -> list[Decimal]:
     parties = ref.upstream if side == "upstream" else ref.downstream
     given = ref.parameters.get(f"{side}_shares")
     if given is None:
-        n = len(parties)
-        return [Decimal(1) / n] * (n - 1) + [1 - Decimal(1) / n * (n - 1)]
+        return list(_equal_shares(len(parties)))
     vals = given if isinstance(given, (list, tuple)) else str(given).split(st.SEP)
     shares = [Decimal(str(v)) for v in vals]
     if len(shares) != len(parties) or sum(shares) != 1 or any(x < 0 for x in shares):
@@ -155,38 +155,51 @@ def settle(
                                   flag=f"{r.where}: section reference not resolved; not settled"))
     water = {resolved[(a.agreement_id, k)]: r.parameters.get("water", "river")
              for a in agreements for k, r in enumerate(a.sections) if (a.agreement_id, k) in resolved}
-    monthly = monthly_classes(monitoring, water)
+    coded = code_monitoring(monitoring)
+    grid = coded.month_grid(water)
     mclass: dict = {}  # (section, month) -> class, built when a formula needs it
     years = sorted(int(y) for y in years)
     all_years = sorted(set(years) | {y - 1 for y in years})
-    by_year = annual_means_by_year(monitoring)
-    means = {y: by_year.get(y, {}) for y in all_years}
-    aclass = {y: classes_of_means(means[y], water) for y in all_years}
+    means_cache: dict[int, dict] = {}
+
+    def means(y: int) -> dict[str, dict[str, Decimal]]:  # Decimal means: only when asked
+        if not means_cache:
+            means_cache.update(annual_means_by_year(monitoring))
+        return means_cache.get(y, {})
+
+    aclass = _annual_classes(coded, water, all_years, means)
     incidents = incidents or []
     state: dict[str, dict] = {}
     rows: list[tuple] = []
     side_cache: dict = {}
     batch_jobs: dict = {}
+    run: dict[str, tuple] = {}  # agreement -> (formula, parameters, batch formula)
+    in_order = sorted(agreements, key=lambda x: x.agreement_id)
+    for a in in_order:
+        tpl = templates.get(a.template)
+        if tpl is None:
+            raise BasinsInputError(f"agreement {a.agreement_id}: unknown template "
+                                   f"{a.template!r}.")
+        fn, params = tpl.function()
+        params = {**params, **{k: v for k, v in a.parameters.items()
+                               if k != "rewards_paid_before"}}
+        run[a.agreement_id] = (fn, params, getattr(fn, "batch", None) if batch else None)
+    for a in in_order:  # columnar path: collected now, computed below
+        fn, params, batch_fn = run[a.agreement_id]
+        if batch_fn is not None:
+            if batch_fn not in batch_jobs:
+                batch_jobs[batch_fn] = _BatchJob()
+            _collect_batch(batch_jobs[batch_fn], a, params, resolved, level_of)
     for year in years:
-        for a in sorted(agreements, key=lambda x: x.agreement_id):
+        for a in in_order:
+            fn, params, batch_fn = run[a.agreement_id]
+            if batch_fn is not None:
+                continue
             months = _months(year, a)
             if not months:
                 continue
-            tpl = templates.get(a.template)
-            if tpl is None:
-                raise BasinsInputError(f"agreement {a.agreement_id}: unknown template "
-                                       f"{a.template!r}.")
-            fn, params = tpl.function()
-            params = {**params, **{k: v for k, v in a.parameters.items()
-                                   if k != "rewards_paid_before"}}
-            batch_fn = getattr(fn, "batch", None) if batch else None
-            if batch_fn is not None:  # columnar path: collected now, computed below
-                _collect_batch(batch_jobs.setdefault(batch_fn, _BatchJob()), a, year, months,
-                               params, resolved, level_of, aclass[year])
-                continue
-            if not mclass and len(monthly):
-                mclass = dict(zip(zip(monthly.section_id.tolist(), monthly.month.tolist()),
-                                  monthly["class"].tolist()))
+            if not mclass and len(coded):
+                mclass = grid.classes()
             refs: dict[str, SectionRef] = {}
             secs = []
             for k, r in enumerate(a.sections):
@@ -199,7 +212,7 @@ def settle(
                     section_id=sid, level=level_of.get(sid, ""), target=r.target_class, water=w,
                     parameters=r.parameters, months=months,
                     monthly={m: mclass.get((sid, m)) for m in months},
-                    means=means[year].get(sid, {}), means_prev=means[year - 1].get(sid, {}),
+                    means=means(year).get(sid, {}), means_prev=means(year - 1).get(sid, {}),
                     annual_class=aclass[year].get(sid), annual_class_prev=aclass[year - 1].get(sid)))
             if not secs:
                 continue
@@ -209,7 +222,7 @@ def settle(
                                  if p.startswith("province:")), ""))
             inc = [i for i in incidents if str(i.get("agreement_id")) == a.agreement_id
                    and str(i.get("date", ""))[:4] == str(year)]
-            ctx = YearContext(agreement=a, year=year, params=params, sections=secs,
+            ctx = YearContext(agreement=a, year=year, params=dict(params), sections=secs,
                               upstream_province=up_prov, incidents=inc,
                               state=state.setdefault(a.agreement_id, {}))
             self_pay: dict[tuple[str, str], int] = {}
@@ -221,18 +234,23 @@ def settle(
             flags += [dict(period=p, agreement_id=a.agreement_id, section_id=s, flag=t)
                       for p, s, t in ctx.flags]
     frames = [pd.DataFrame(rows, columns=LEDGER_COLUMNS)]
+    codes: list[dict] = [{}]
     for batch_fn, job in batch_jobs.items():
-        led, fl = _run_batch(batch_fn, job, monthly, names)
+        led, fl, cd = _run_batch(batch_fn, job, years, aclass, grid, names)
         frames.append(led)
+        codes.append(cd)
         flags += fl
-    nonempty = [f for f in frames if len(f)]  # an empty frame would make columns object
-    ledger = pd.concat(nonempty, ignore_index=True) if len(nonempty) > 1 else \
-        (nonempty[0] if nonempty else frames[0])
-    if len(ledger):
-        ledger = _sort_ledger(ledger)
+    nonempty = [k for k, f in enumerate(frames) if len(f)]  # an empty frame would make
+    if len(nonempty) == 1 and codes[nonempty[0]]:  # columns object; one batch: sorted already
+        ledger, lcodes = frames[nonempty[0]], codes[nonempty[0]]
+    elif nonempty:
+        ledger, lcodes = _sort_ledger(pd.concat([frames[k] for k in nonempty],
+                                                ignore_index=True))
+    else:
+        ledger, lcodes = frames[0], None
     # one order for flags whichever path made them: by year, agreement, section
     flags.sort(key=lambda f: (f["period"][:4], f["agreement_id"], f["section_id"]))
-    positions = net_positions(ledger, city_of, prov_of, names)
+    positions = net_positions(ledger, city_of, prov_of, names, codes=lcodes)
     exposure = exposure_report(agreements, resolved, level_of, templates)
     cp = _county_positions(positions, counties)
     fl = pd.DataFrame(flags, columns=FLAG_COLUMNS)
@@ -240,133 +258,304 @@ def settle(
                       county_positions=cp)
 
 
+def _annual_classes(coded: MonitoringCodes, water: dict[str, str], years: list[int],
+                    means) -> dict[int, dict[str, str]]:
+    """Class of the annual means per year and section: exact integer comparisons on
+    the coded table, or (values finer than 1e-9 mg/L) the Decimal means."""
+    got = coded.year_grid(water)
+    if got is None:
+        return {y: classes_of_means(means(y), water) for y in years}
+    yrs, g = got
+    col = {int(y): k for k, y in enumerate(yrs.tolist())}
+    names = np.array(CLASSES, dtype=object)
+    out: dict[int, dict[str, str]] = {}
+    for y in years:
+        if y not in col:
+            out[y] = {}
+            continue
+        r = g[:, col[y]]
+        hit = np.flatnonzero(r)
+        out[y] = dict(zip(coded.sections[hit].tolist(), names[r[hit] - 1].tolist()))
+    return out
+
+
 # ---------------------------------------------------------------------------
 # columnar (batch) path
 # ---------------------------------------------------------------------------
 @dataclass
 class _BatchJob:
-    """Section-years collected for one batch formula."""
+    """Agreements (and their sections) collected for one batch formula."""
 
-    rows: list = None  # type: ignore[assignment]
-    meta: list = None  # type: ignore[assignment]  # per key: (agreement, year, ref of each row)
-    params: dict = None  # type: ignore[assignment]
-    per_agreement: dict = None  # type: ignore[assignment]  # id -> (params id, refs, sections)
-
-    def __post_init__(self) -> None:
-        self.rows, self.meta, self.params, self.per_agreement = [], [], {}, {}
+    entries: list = field(default_factory=list)  # (agreement, params id, first section)
+    sections: list = field(default_factory=list)  # (entry, section id, level, target, ref)
+    params: dict = field(default_factory=dict)  # repr -> (params id, parameters)
 
 
-def _collect_batch(job: _BatchJob, a: Agreement, year: int, months: tuple[str, ...],
-                   params: dict, resolved: dict, level_of: dict, aclass: dict) -> None:
-    if a.agreement_id not in job.per_agreement:  # the same every year: work it out once
-        pkey = repr(sorted(params.items(), key=lambda kv: kv[0]))
-        pid = job.params.setdefault(pkey, (len(job.params), params))[0]
-        refs: dict[str, SectionRef] = {}
-        sids = []
-        for k, r in enumerate(a.sections):
-            sid = resolved.get((a.agreement_id, k))
-            if sid:
-                refs[sid] = r  # as the agreement-by-agreement path: the last ref of a section
-                sids.append((sid, r, level_of.get(sid, "")))
-        job.per_agreement[a.agreement_id] = (pid, refs, sids)
-    pid, refs, sids = job.per_agreement[a.agreement_id]
-    if not sids:
-        return
-    key = len(job.meta)
-    job.meta.append((a, year, refs, a.sections[0]))
-    n = len(sids)
-    job.rows.extend((key, year, sid, lv, r.target_class, months, aclass.get(sid), pid,
-                     a.annual_amount, n) for sid, r, lv in sids)
+def _collect_batch(job: _BatchJob, a: Agreement, params: dict, resolved: dict,
+                   level_of: dict) -> None:
+    """Add an agreement and its resolved sections to a batch job."""
+    pkey = repr(sorted(params.items(), key=lambda kv: kv[0]))
+    pid = job.params.setdefault(pkey, (len(job.params), params))[0]
+    refs: dict[str, SectionRef] = {}
+    sids = []
+    for k, r in enumerate(a.sections):
+        sid = resolved.get((a.agreement_id, k))
+        if sid:
+            refs[sid] = r  # as the agreement-by-agreement path: the last ref of a section
+            sids.append((sid, r.target_class))  # splits by, but each ref its own target
+    if sids:
+        e = len(job.entries)
+        job.entries.append((a, pid))
+        job.sections += [(e, sid, level_of.get(sid, ""), t, refs[sid]) for sid, t in sids]
 
 
-def _run_batch(batch_fn, job: _BatchJob, monthly: pd.DataFrame, names: dict
-               ) -> tuple[pd.DataFrame, list[dict]]:
-    """Run a batch formula and split its flows into ledger rows, as :func:`_ledger_rows`."""
+def _batch_rows(job: _BatchJob, years: list[int], aclass: dict[int, dict]
+                ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """The section-year table (:data:`BATCH_COLUMNS`) of a batch job, built column-wise.
+
+    Returns the table, and per agreement-year ``key`` its entry and year, and per
+    row the index into ``job.sections``.
+    """
     from .policies import BATCH_COLUMNS
 
-    rows = pd.DataFrame(job.rows, columns=BATCH_COLUMNS)
+    p_entry, p_year, p_months = [], [], []
+    spans: dict[tuple, tuple] = {}  # validity period -> (years, months of each) in force
+    for e, (a, _) in enumerate(job.entries):
+        span = (a.valid_from, a.valid_to)
+        if span not in spans:
+            got = [(y, _months(y, a)) for y in years]
+            spans[span] = tuple(zip(*[(y, m) for y, m in got if m])) or ((), ())
+        ys, ms = spans[span]
+        p_entry += [e] * len(ys)
+        p_year += ys
+        p_months += ms
+    p_entry_a = np.array(p_entry, dtype=np.int64)
+    sec_entry = np.array([x[0] for x in job.sections], dtype=np.int64)
+    n_sec = np.bincount(sec_entry, minlength=len(job.entries))
+    s_off = np.concatenate([[0], np.cumsum(n_sec)[:-1]]).astype(np.int64)
+    per = n_sec[p_entry_a] if len(p_entry_a) else np.zeros(0, np.int64)
+    key = np.repeat(np.arange(len(p_entry_a)), per)
+    sec = s_off[p_entry_a][key] + (np.arange(len(key)) - np.repeat(np.cumsum(per) - per, per))
+    year = np.array(p_year, dtype=np.int64)[key]
+    sid = np.array([x[1] for x in job.sections], dtype=object)[sec]
+    entry = p_entry_a[key]
+    months = np.empty(len(p_months), dtype=object)
+    months[:] = p_months
+    rows = pd.DataFrame({
+        "key": key, "year": year, "section_id": sid,
+        "level": np.array([x[2] for x in job.sections], dtype=object)[sec],
+        "target": np.array([x[3] for x in job.sections], dtype=object)[sec],
+        "months": months[key],
+        "annual_class": np.array([aclass[y].get(s) for y, s in zip(year.tolist(), sid.tolist())],
+                                 dtype=object),
+        "params_id": np.array([pid for _, pid in job.entries], dtype=np.int64)[entry],
+        "annual_amount": np.array([a.annual_amount for a, _ in job.entries], dtype=object)[entry],
+        "n_sections": n_sec[entry]}, columns=BATCH_COLUMNS)
+    return rows, p_entry_a, np.array(p_year, dtype=np.int64), sec
+
+
+def _run_batch(batch_fn, job: _BatchJob, years: list[int], aclass: dict[int, dict], grid,
+               names: dict) -> tuple[pd.DataFrame, list[dict], dict]:
+    """Run a batch formula and split its flows into ledger rows, as :func:`_ledger_rows`.
+
+    Returns the ledger already in :data:`LEDGER_ORDER`, the flags, and the sort
+    codes of the ledger's key columns (see :func:`_ledger_codes`), worked out on
+    the small tables of distinct values instead of half a million text cells.
+    """
+    rows, k_entry, k_year, row_sec = _batch_rows(job, years, aclass)
     params = {pid: p for pid, p in job.params.values()}
-    flows, fflags = batch_fn(rows, monthly, params)
+    flows, fflags = batch_fn(rows, grid, params)
     key = rows.key.to_numpy()
-    sid_of_row = rows.section_id.to_numpy()
-    flags = [dict(period=per, agreement_id=job.meta[key[i]][0].agreement_id,
+    sid_of_row = rows.section_id.to_numpy(dtype=object)
+    agreement_ids = np.array([a.agreement_id for a, _ in job.entries], dtype=object)
+    flags = [dict(period=per, agreement_id=agreement_ids[k_entry[key[i]]],
                   section_id=sid_of_row[i], flag=text) for i, per, text in fflags]
     if len(flows) == 0:
-        return pd.DataFrame(columns=LEDGER_COLUMNS), flags
+        return pd.DataFrame(columns=LEDGER_COLUMNS), flags, {}
     fr = flows.row.to_numpy().astype(np.int64)
     signed = flows.signed_fen.to_numpy(dtype=np.int64)
     if (signed == 0).any():
         raise BasinsInputError("a batch formula returned a zero amount.")
-    # the ref each flow is split by (as the agreement-by-agreement path looks it up)
+    # the ref each row is split by (as the agreement-by-agreement path looks it up)
     ref_objs: list[SectionRef] = []
     ref_id: dict[int, int] = {}
-    row_ref = np.empty(len(rows), dtype=np.int64)
-    for i, (k, sid) in enumerate(zip(key.tolist(), sid_of_row.tolist())):
-        a, year, refs, first = job.meta[k]
-        ref = refs.get(sid, first)
-        if id(ref) not in ref_id:
-            ref_id[id(ref)] = len(ref_objs)
-            ref_objs.append(ref)
-        row_ref[i] = ref_id[id(ref)]
-    flow_ref = row_ref[fr]
-    # split each distinct (ref, direction, amount) once
-    combo = np.column_stack([flow_ref, np.sign(signed), np.abs(signed)])
-    uniq, inv = np.unique(combo, axis=0, return_inverse=True)
-    inv = inv.ravel()
+    sec_ref = np.empty(len(job.sections), dtype=np.int64)
+    for i, x in enumerate(job.sections):
+        sec_ref[i] = ref_id.setdefault(id(x[4]), len(ref_id))
+        if len(ref_objs) < len(ref_id):
+            ref_objs.append(x[4])
+    row_ref = sec_ref[row_sec]
+    # each (ref, direction) as a list of (payer, payee) pieces, each share pattern once
+    parties: dict[str, int] = {}
+    sig_id: dict[tuple, int] = {}
+    k_pay: list[list[int]] = []
+    k_rec: list[list[int]] = []
+    k_sig: list[int] = []
     cache: dict = {}
-    pieces: list[list[tuple]] = []
-    selfs: list[list[tuple]] = []
-    for rf, sg, fen in uniq.tolist():
-        own_share: list[tuple] = []
-        pieces.append(_split_flow("downstream" if sg > 0 else "upstream",
-                                  "upstream" if sg > 0 else "downstream", int(fen),
-                                  ref_objs[rf], names, cache,
-                                  lambda party, amt: own_share.append((party, amt))))
-        selfs.append(own_share)
-    cnt = np.array([len(p) for p in pieces], dtype=np.int64)
-    off = np.concatenate([[0], np.cumsum(cnt)[:-1]])
-    flat = [t for p in pieces for t in p]
-    per_flow = cnt[inv]
-    rep = np.repeat(np.arange(len(fr)), per_flow)
-    pidx = np.repeat(off[inv], per_flow) + (np.arange(per_flow.sum()) -
-                                            np.repeat(np.cumsum(per_flow) - per_flow, per_flow))
-    cols = list(zip(*flat)) if flat else [(), (), (), (), ()]
-    payer, payer_name, payee, payee_name, amt = (np.array(c, dtype=object) for c in cols)
-    amount = amt[pidx].astype(np.int64) if len(pidx) else np.zeros(0, dtype=np.int64)
-    acode, auniq = pd.factorize(amount)
-    yuan = np.array([_yuan_text(int(x)) for x in auniq], dtype=object)[acode]
-    meta_a = np.array([m[0].agreement_id for m in job.meta], dtype=object)
-    meta_t = np.array([m[0].template for m in job.meta], dtype=object)
-    fk = key[fr][rep]
-    led = pd.DataFrame({
-        "period": flows.period.to_numpy()[rep], "stage": flows.stage.to_numpy()[rep],
-        "agreement_id": meta_a[fk], "template": meta_t[fk],
-        "section_id": sid_of_row[fr][rep], "payer": payer[pidx], "payer_name": payer_name[pidx],
-        "payee": payee[pidx], "payee_name": payee_name[pidx], "amount_fen": amount,
-        "amount_yuan": yuan, "rule": flows.rule.to_numpy()[rep],
-        "reason": flows.reason.to_numpy()[rep]}, columns=LEDGER_COLUMNS)
+    for ref in ref_objs:
+        sides = []
+        for name in ("upstream", "downstream"):
+            pp, ps = _side(ref, name, cache)
+            sides.append(([parties.setdefault(x, len(parties)) for x in pp], tuple(ps)))
+        (uc, us), (dc, ds) = sides
+        for (pc, ps), (qc, qs) in (((uc, us), (dc, ds)), ((dc, ds), (uc, us))):
+            k_pay.append([x for x in pc for _ in qc])  # payer-major, as _split_flow
+            k_rec.append(qc * len(pc))
+            k_sig.append(sig_id.setdefault((ps, qs), len(sig_id)))
+    sigs = list(sig_id)
+    k_sig = np.array(k_sig, dtype=np.int64)
+    k_flow = row_ref[fr] * 2 + (signed > 0)
+    fen = np.abs(signed)
+    s_flow = k_sig[k_flow]
+    if int(fen.max()) < 2**62 // max(len(sigs), 1):
+        ucode, ukey = pd.factorize(fen * len(sigs) + s_flow)
+        u_sig, u_fen = ukey % len(sigs), ukey // len(sigs)
+    else:
+        ucode, ukey = pd.factorize(pd.MultiIndex.from_arrays([s_flow, fen]))
+        u_sig = np.array([t[0] for t in ukey], dtype=np.int64)
+        u_fen = np.array([t[1] for t in ukey], dtype=object)
+    # split each distinct (share pattern, amount) once, exactly
+    u_amt = [np.array([x for part in split_fen(int(f), list(sigs[g][0]))
+                       for x in split_fen(part, list(sigs[g][1]))], dtype=np.int64)
+             for g, f in zip(u_sig.tolist(), list(u_fen))]
+    u_off = np.concatenate([[0], np.cumsum([len(x) for x in u_amt])[:-1]]).astype(np.int64)
+    k_off = np.concatenate([[0], np.cumsum([len(x) for x in k_pay])[:-1]]).astype(np.int64)
+    amt_flat = np.concatenate(u_amt)
+    pay_flat, rec_flat = (np.array([x for k in v for x in k], dtype=np.int64)
+                          for v in (k_pay, k_rec))
+    n_piece = np.array([len(x) for x in u_amt], dtype=np.int64)[ucode]
+    rep = np.repeat(np.arange(len(fr)), n_piece)
+    j = np.arange(len(rep)) - np.repeat(np.cumsum(n_piece) - n_piece, n_piece)
+    amount = amt_flat[u_off[ucode][rep] + j]
+    payer = pay_flat[k_off[k_flow][rep] + j]
+    payee = rec_flat[k_off[k_flow][rep] + j]
+    nonzero = amount != 0
+    own_rows = np.flatnonzero(nonzero & (payer == payee))
+    keep = np.flatnonzero(nonzero & (payer != payee))
+    party_list = list(parties)
     # a county on both sides of a section: its own share nets to zero, flagged per year
     own: dict[tuple, int] = {}
-    for i in np.flatnonzero(np.array([len(x) > 0 for x in selfs])[inv]).tolist():
-        k = int(key[fr[i]])
-        for party, a_ in selfs[inv[i]]:
-            kk = (k, sid_of_row[fr[i]], party)
-            own[kk] = own.get(kk, 0) + int(a_)
-    for (k, sid, party), fen in sorted(own.items()):
-        a, year, _, _ = job.meta[k]
-        flags.append(dict(period=str(year), agreement_id=a.agreement_id, section_id=sid,
-                          flag=_self_pay_flag(party, fen, names)))
-    return led, flags
+    for i in own_rows.tolist():
+        f = rep[i]
+        kk = (int(key[fr[f]]), sid_of_row[fr[f]], party_list[payer[i]])
+        own[kk] = own.get(kk, 0) + int(amount[i])
+    for (k, sid, party), fen_ in sorted(own.items()):
+        flags.append(dict(period=str(k_year[k]), agreement_id=agreement_ids[k_entry[k]],
+                          section_id=sid, flag=_self_pay_flag(party, fen_, names)))
+    rep, amount, payer, payee = rep[keep], amount[keep], payer[keep], payee[keep]
+    # sort codes of the key columns from their small tables of distinct values
+    agr_code, agr_u = pd.factorize(agreement_ids[k_entry])
+    sec_code, sec_u = pd.factorize(sid_of_row)
+    f_row = fr[rep]
+    raw = {"period": _codes_of(flows.period), "stage": _codes_of(flows.stage),
+           "rule": _codes_of(flows.rule)}
+    codes = {c: (raw[c][0][rep], raw[c][1]) for c in raw}
+    codes["agreement_id"] = (agr_code[key[f_row]], agr_u)
+    codes["section_id"] = (sec_code[f_row], sec_u)
+    party_u = np.array(party_list, dtype=object)
+    codes["payer"], codes["payee"] = (payer, party_u), (payee, party_u)
+    codes = {c: _ranked(*v) for c, v in codes.items()}
+    order = _lex_order([codes[c] for c in LEDGER_ORDER])
+    codes = {c: (k[order], u) for c, (k, u) in codes.items()}
+    rep, amount, payer, payee, f_row = (x[order] for x in (rep, amount, payer, payee, f_row))
+    acode, auniq = pd.factorize(amount)
+    pname = np.array([_party_name(p, names) for p in party_list], dtype=object)
+    meta_t = np.array([a.template for a, _ in job.entries], dtype=object)[k_entry]
+    fk = key[f_row]
+    t_code, t_u = pd.factorize(meta_t)
+    r_code, r_u = _codes_of(flows.reason)
+    led = pd.DataFrame({
+        "period": _text(codes["period"][1], codes["period"][0]),
+        "stage": _text(codes["stage"][1], codes["stage"][0]),
+        "agreement_id": _text(codes["agreement_id"][1], codes["agreement_id"][0]),
+        "template": _text(t_u, t_code[fk]),
+        "section_id": _text(codes["section_id"][1], codes["section_id"][0]),
+        "payer": _text(party_u, payer), "payer_name": _text(pname, payer),
+        "payee": _text(party_u, payee), "payee_name": _text(pname, payee), "amount_fen": amount,
+        "amount_yuan": _text(np.array([_yuan_text(int(x)) for x in auniq], dtype=object), acode),
+        "rule": _text(codes["rule"][1], codes["rule"][0]),
+        "reason": _text(r_u, r_code[rep])}, columns=LEDGER_COLUMNS)
+    return led, flags, codes
+
+
+#: the dtype pandas gives a column of text (``str`` in pandas 3, ``object`` before)
+_TEXT_DTYPE = pd.Series(["x"]).dtype
+
+
+def _text(uniques: np.ndarray, codes: np.ndarray):
+    """``uniques[codes]`` as the text column pandas would make of it, converting only
+    the distinct values (converting half a million cells one by one is slow)."""
+    u = np.asarray(uniques, dtype=object)
+    if _TEXT_DTYPE == object or not all(isinstance(x, str) for x in u.tolist()):
+        return u[codes]
+    return pd.array(u, dtype=_TEXT_DTYPE).take(codes)
+
+
+def _side(ref: SectionRef, side: str, cache: dict) -> tuple[tuple[str, ...], list[Decimal]]:
+    """Parties and shares of one side of a reference, parsed once per reference."""
+    key = (id(ref), side)
+    if key not in cache:
+        if side in ("upstream", "downstream"):
+            parties = ref.upstream if side == "upstream" else ref.downstream
+            cache[key] = (parties, list(_equal_shares(len(parties))) if
+                          ref.parameters.get(f"{side}_shares") is None else
+                          _shares(ref, side), ref)
+        else:
+            cache[key] = ((side,), [Decimal(1)], ref)
+    return cache[key][:2]
+
+
+@lru_cache(maxsize=64)
+def _equal_shares(n: int) -> tuple[Decimal, ...]:
+    """``n`` equal shares summing to exactly 1 (the last takes the rounding)."""
+    return (Decimal(1) / n,) * (n - 1) + (1 - Decimal(1) / n * (n - 1),)
+
+
+def _codes_of(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes and distinct values of a column (categorical or not)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return (col.cat.codes.to_numpy().astype(np.int64),
+                np.asarray(col.cat.categories, dtype=object))
+    c, u = pd.factorize(col)
+    return c.astype(np.int64), np.asarray(u, dtype=object)
+
+
+def _ranked(codes: np.ndarray, uniques: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Re-code so that code order is text order, as ``pd.factorize(sort=True)``."""
+    order = np.argsort(np.asarray(uniques, dtype=object), kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[codes], np.asarray(uniques, dtype=object)[order]
+
+
+def _lex_order(cols: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Stable order by several code columns, first column first (one int64 key when
+    the code ranges allow it, else :func:`numpy.lexsort`)."""
+    sizes = [max(len(u), 1) for _, u in cols]
+    if float(np.prod([float(x) for x in sizes])) < 2.0**62:
+        k = np.zeros(len(cols[0][0]), dtype=np.int64)
+        for (c, _), n in zip(cols, sizes):
+            k = k * n + c
+        return np.argsort(k, kind="stable")
+    return np.lexsort([c for c, _ in cols][::-1])
 
 
 LEDGER_ORDER = ["period", "stage", "agreement_id", "section_id", "rule", "payer", "payee"]
 
 
-def _sort_ledger(ledger: pd.DataFrame) -> pd.DataFrame:
-    """Ledger rows in a fixed order (sorted on integer codes: fast on large ledgers)."""
-    codes = [pd.factorize(ledger[c], sort=True)[0] for c in LEDGER_ORDER]
-    order = np.lexsort(codes[::-1])
-    return ledger.iloc[order].reset_index(drop=True)
+def _ledger_codes(ledger: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Sort codes (``pd.factorize(sort=True)``) of the ledger's key columns."""
+    return {c: tuple(np.asarray(x) if k else x.astype(np.int64) for k, x in
+                     enumerate(pd.factorize(ledger[c], sort=True))) for c in LEDGER_ORDER}
+
+
+def _sort_ledger(ledger: pd.DataFrame, codes: dict | None = None
+                 ) -> tuple[pd.DataFrame, dict]:
+    """Ledger rows in a fixed order (on integer codes), and the codes in that order."""
+    codes = codes or _ledger_codes(ledger)
+    order = _lex_order([codes[c] for c in LEDGER_ORDER])
+    return (ledger.iloc[order].reset_index(drop=True),
+            {c: (k[order], u) for c, (k, u) in codes.items()})
 
 
 def _party_name(p: str, names: dict[str, str]) -> str:
@@ -402,19 +591,8 @@ def _split_flow(payer_side: str, payee_side: str, fen: int, ref: SectionRef, nam
     per :func:`settle` call) keeps each reference's parsed shares: (id of the ref,
     side) -> (parties, shares, the ref, held so its id stays its own).
     """
-    def side(x: str) -> tuple[tuple[str, ...], list[Decimal]]:
-        key = (id(ref), x)
-        if key not in cache:  # shares are parsed once per reference and side
-            if x == "upstream":
-                cache[key] = (ref.upstream, _shares(ref, "upstream"), ref)
-            elif x == "downstream":
-                cache[key] = (ref.downstream, _shares(ref, "downstream"), ref)
-            else:
-                cache[key] = ((x,), [Decimal(1)], ref)
-        return cache[key][:2]
-
-    payers, ps = side(payer_side)
-    payees, qs = side(payee_side)
+    payers, ps = _side(ref, payer_side, cache)
+    payees, qs = _side(ref, payee_side, cache)
     out = []
     for payer, part in zip(payers, split_fen(fen, ps)):
         for payee, amt in zip(payees, split_fen(part, qs)):
@@ -440,21 +618,25 @@ def _yuan_text(fen: int) -> str:
 
 
 def net_positions(ledger: pd.DataFrame, city_of: dict[str, str], prov_of: dict[str, str],
-                  names: dict[str, str] | None = None) -> pd.DataFrame:
+                  names: dict[str, str] | None = None, codes: dict | None = None
+                  ) -> pd.DataFrame:
     """Paid, received and net (received − paid) fen per party at county, city and
     province level, per period and stage. Each (stage, period, level) sums to zero;
     a transfer within one city or province shows as paid and received by it.
 
     A ``province:`` party stays itself at every level, a ``city:`` party at county
-    and city level, so each level balances.
+    and city level, so each level balances. ``codes``: the ledger's key columns
+    already factorised (as :func:`settle` has them), to save doing it again.
     """
     names = names or {}
     if ledger.empty:
         return pd.DataFrame(columns=POSITION_COLUMNS)
+    codes = codes or {c: pd.factorize(ledger[c], sort=True)
+                      for c in ("stage", "period", "payer", "payee")}
     prov_of_city = {}
     for k, c in city_of.items():
         prov_of_city.setdefault(c, prov_of.get(k, c))
-    parties = pd.unique(pd.concat([ledger.payer, ledger.payee]))
+    parties = sorted(set(codes["payer"][1].tolist()) | set(codes["payee"][1].tolist()))
     res = {}
     for p in parties:
         if p.startswith("province:"):
@@ -469,29 +651,41 @@ def net_positions(ledger: pd.DataFrame, city_of: dict[str, str], prov_of: dict[s
             city, prov = city_of.get(p), prov_of.get(p)
             res[p] = (me, (f"city:{city}", city) if city else me,
                       (f"province:{prov}", prov) if prov else me)
-    # everything on integer codes: the ledger's text columns are factorised once and
-    # each distinct party is looked up once (a groupby on five text keys of six
-    # copies of the ledger cost seconds)
+    # everything on integer codes; each distinct party is looked up once (a groupby on
+    # five text keys of six copies of the ledger cost seconds)
     amt = ledger.amount_fen.to_numpy(dtype="int64")
-    sc, su = pd.factorize(ledger.stage, sort=True)
-    pc, pu = pd.factorize(ledger.period, sort=True)
+    sc, su = codes["stage"]
+    pc, pu = codes["period"]
     levels = ("county", "city", "province")
     level_rank = {lv: i for i, lv in enumerate(sorted(levels))}  # sorted like the text
     pool = sorted({res[p][k] for p in parties for k in range(3)})  # (party, name)
     code_of = {t: i for i, t in enumerate(pool)}
     n_t = len(pool)
-    key_parts, paid_parts, recv_parts = [], [], []
-    for col, paid in (("payer", True), ("payee", False)):
-        cc, cu = pd.factorize(ledger[col])
+    sp = np.asarray(sc, dtype=np.int64) * len(pu) + np.asarray(pc, dtype=np.int64)
+    keys: list[tuple[np.ndarray, bool]] = []  # (group key, paid or not) per column and level
+    for col in ("payer", "payee"):
+        cc, cu = codes[col]
         for k, lv in enumerate(levels):
-            party_code = np.array([code_of[res[p][k]] for p in cu], dtype=np.int64)[cc]
-            key_parts.append(((sc.astype(np.int64) * len(pu) + pc) * 3 + level_rank[lv])
-                             * n_t + party_code)
-            paid_parts.append(amt if paid else np.zeros_like(amt))
-            recv_parts.append(np.zeros_like(amt) if paid else amt)
-    combined = np.concatenate(key_parts)
-    gk, inv = np.unique(combined, return_inverse=True)
-    inv = inv.ravel()
+            party_code = np.array([code_of[res[p][k]] for p in cu.tolist()], dtype=np.int64)
+            keys.append(((sp * 3 + level_rank[lv]) * n_t + party_code[cc], col == "payer"))
+    size = len(su) * len(pu) * 3 * n_t
+    exact_float = len(amt) == 0 or int(np.abs(amt).max()) * len(amt) < 2**53
+    if size <= 1 << 22 and exact_float:
+        # dense sums per group, one bincount per column and level (levels never share a
+        # group, and float sums of integers below 2**53 are exact)
+        sums = {True: np.zeros(size), False: np.zeros(size)}
+        seen = np.zeros(size, dtype=bool)
+        for key, is_paid in keys:
+            sums[is_paid] += np.bincount(key, weights=amt, minlength=size)
+            seen[key] = True
+        gk = np.flatnonzero(seen)
+        paid, recv = (np.rint(sums[x][gk]).astype(np.int64) for x in (True, False))
+    else:
+        gk, inv = np.unique(np.concatenate([k for k, _ in keys]), return_inverse=True)
+        inv = inv.ravel()
+        zero = np.zeros_like(amt)
+        paid = _sum_by(inv, np.concatenate([amt if x else zero for _, x in keys]), len(gk))
+        recv = _sum_by(inv, np.concatenate([zero if x else amt for _, x in keys]), len(gk))
     t_code = gk % n_t
     rest = gk // n_t
     lv_code = rest % 3
@@ -502,34 +696,47 @@ def net_positions(ledger: pd.DataFrame, city_of: dict[str, str], prov_of: dict[s
         "period": np.asarray(pu, dtype=object)[rest % len(pu)],
         "level": np.array(by_rank, dtype=object)[lv_code],
         "party": np.array([t[0] for t in pool], dtype=object)[t_code],
-        "name": np.array([t[1] for t in pool], dtype=object)[t_code]})
-    for col, parts in (("paid_fen", paid_parts), ("received_fen", recv_parts)):
-        sums = np.zeros(len(gk), dtype=np.int64)
-        np.add.at(sums, inv, np.concatenate(parts))
-        pos[col] = sums
+        "name": np.array([t[1] for t in pool], dtype=object)[t_code],
+        "paid_fen": paid, "received_fen": recv})
     pos["net_fen"] = pos.received_fen - pos.paid_fen
     return pos[POSITION_COLUMNS].astype({"paid_fen": "int64", "received_fen": "int64",
                                          "net_fen": "int64"})
+
+
+def _sum_by(group: np.ndarray, fen: np.ndarray, n: int) -> np.ndarray:
+    """Exact integer sums of ``fen`` per group. Float bincount when every partial sum is
+    an integer below 2**53 (then exact, and fast), else integer ``np.add.at``."""
+    if len(fen) == 0 or int(np.abs(fen).max()) * len(fen) < 2**53:
+        return np.rint(np.bincount(group, weights=fen, minlength=n)).astype(np.int64)
+    out = np.zeros(n, dtype=np.int64)
+    np.add.at(out, group, fen)
+    return out
 
 
 def exposure_report(agreements: list[Agreement], resolved: dict, level_of: dict,
                     templates: dict) -> pd.DataFrame:
     """Full-scope exposure of Shandong county-level sections: 12 × base × (1 + float_max)."""
     rows = []
+    defaults: dict[str, dict] = {}  # template -> its parameters, worked out once
+    worked: dict[tuple, tuple[int, int]] = {}  # same parameters, level, amount: same figures
     for a in agreements:
         tpl = templates.get(a.template)
         if tpl is None or tpl.formula != "shandong_county":
             continue
-        _, params = tpl.function()
-        params = {**params, **a.parameters}
+        if a.template not in defaults:
+            defaults[a.template] = tpl.function()[1]
+        params = {**defaults[a.template], **a.parameters}
+        pkey = (a.template, repr(sorted(a.parameters.items(), key=lambda kv: kv[0])))
         n = len(a.sections)
         for k, _r in enumerate(a.sections):
             sid = resolved.get((a.agreement_id, k), "")
             lv = level_of.get(sid, "")
-            base = monthly_base(lv, a.annual_amount, n, params)
-            rows.append(dict(agreement_id=a.agreement_id, section_id=sid, level=lv,
-                             base_month_fen=base,
-                             max_year_fen=shandong_exposure(lv, a.annual_amount, n, params)))
+            wk = (pkey, lv, a.annual_amount, n)
+            if wk not in worked:
+                worked[wk] = (monthly_base(lv, a.annual_amount, n, params),
+                              shandong_exposure(lv, a.annual_amount, n, params))
+            base, top = worked[wk]
+            rows.append((a.agreement_id, sid, lv, base, top))
     return pd.DataFrame(rows, columns=["agreement_id", "section_id", "level", "base_month_fen",
                                        "max_year_fen"])
 

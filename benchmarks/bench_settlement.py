@@ -4,7 +4,9 @@ One Shandong county-level agreement per section; monitoring values drawn so that
 months fall better, equal and worse than target. Prints the time of settle()
 (monitoring already validated, as after read_monitoring) and, as the baseline
 measured in the same run, the time to compute the monthly classes alone; checks
-that money is conserved. Target (issue): <= 1 s.
+that money is conserved. The first call in a fresh process pays one-off costs
+(template files parsed, first touches of fresh memory); the median of repeated
+calls is printed too. Target (issue): <= 1 s.
 
     python benchmarks/bench_settlement.py [sections] [years]
 """
@@ -45,18 +47,23 @@ def data(n_sections: int, years: int, seed: int = 0):
     return ags, mon, secs, list(range(2016, 2016 + years))
 
 
-def main(n_sections: int = 3000, years: int = 10) -> None:
+def main(n_sections: int = 3000, years: int = 10, repeats: int = 3) -> None:
     ags, mon, secs, yrs = data(n_sections, years)
     print(f"{n_sections} sections x {12 * years} months, {len(mon):,} monitoring values")
     t = time.perf_counter()
     monthly_classes(mon)
     base = time.perf_counter() - t
-    t = time.perf_counter()
-    s = settle(ags, mon, yrs, secs)
-    el = time.perf_counter() - t
+    times = []
+    for _ in range(1 + repeats):  # the first call in a fresh process, then repeats
+        t = time.perf_counter()
+        s = settle(ags, mon, yrs, secs)
+        times.append(time.perf_counter() - t)
+    first, again = times[0], float(np.median(times[1:]))
     print(f"monthly classes only (baseline): {base:6.2f} s")
-    print(f"settle():                        {el:6.2f} s  ({len(s.ledger):,} ledger rows, "
-          f"conserved: {s.conserved()})  ratio {el / base:.1f}x  (target <= 1 s)")
+    print(f"settle(), first call:            {first:6.2f} s  ({len(s.ledger):,} ledger rows, "
+          f"conserved: {s.conserved()})  ratio {first / base:.1f}x")
+    print(f"settle(), median of {repeats} more:       {again:6.2f} s  ratio {again / base:.1f}x  "
+          "(target <= 1 s)")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings, strategies as hst
 from basins.agreements import Agreement, SectionRef
 from basins.money import parse_yuan, split_fen
 from basins.policies import load_template, load_templates
-from basins.quality import (annual_classes, class_of_value, classify, monitoring_from_frame,
-                            monthly_classes, read_monitoring)
+from basins.quality import (annual_classes, annual_means, class_of_value, classes_of_means,
+                            classify, code_monitoring, monitoring_from_frame, monthly_classes,
+                            read_monitoring)
 from basins.read import BasinsInputError
 from basins.settlement import settle, write_settlement
 
@@ -437,6 +438,45 @@ def test_vectorised_monthly_classes_equal_single_factor_rule(rows, lake):
             continue
         row = got[(got.section_id == sid) & (got.month == month)].iloc[0]
         assert (row["class"], row.worst_indicator) == want
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=hst.lists(hst.tuples(hst.sampled_from(["S1", "S2", "S3"]), hst.integers(2024, 2025),
+                                 hst.integers(1, 12),
+                                 hst.sampled_from(["DO", "CODMn", "NH3-N", "TP", "TN"]),
+                                 hst.one_of(hst.sampled_from([Decimal(x) for x in (
+                                     "7.5", "6", "2", "0.5", "1.0", "0.1", "0.025")]),
+                                     hst.decimals(0, 20, places=3),
+                                     hst.decimals(0, 2, places=11))),
+                      min_size=1, max_size=50, unique_by=lambda r: r[:4]),
+       lake=hst.booleans())
+def test_annual_classes_in_integers_equal_the_decimal_means(rows, lake):
+    """The settlement's annual classes (integer sums compared with limit x count) are the
+    classes of the exact Decimal means, limits hit exactly included; values finer than
+    1e-9 mg/L fall back to the Decimal means."""
+    from basins.settlement import _annual_classes
+
+    df = pd.DataFrame([dict(section_id=s, month=f"{y}-{m:02d}", indicator=i, value_mg_l=v)
+                       for s, y, m, i, v in rows])
+    water = {"S1": "lake" if lake else "river"}
+    got = _annual_classes(code_monitoring(df), water, [2023, 2024, 2025],
+                          lambda y: annual_means(df, y))
+    for y in (2023, 2024, 2025):
+        assert got[y] == classes_of_means(annual_means(df, y), water)
+        assert got[y] == annual_classes(df, y, water)
+
+
+@settings(max_examples=50, deadline=None)
+@given(ids=hst.lists(hst.sampled_from(["S1", "S2", "S10", "A", "b"]), min_size=1, max_size=30),
+       presorted=hst.booleans())
+def test_monitoring_codes_are_factorize_sorted(ids, presorted):
+    """Section codes from run boundaries (sorted input) equal pandas' sorted factorize."""
+    ids = sorted(ids) if presorted else ids
+    df = pd.DataFrame({"section_id": ids, "month": "2025-01", "indicator": "DO",
+                       "value_mg_l": Decimal("7")})
+    c = code_monitoring(df)
+    codes, uniq = pd.factorize(pd.Series(ids, dtype=object), sort=True)
+    assert c.s.tolist() == codes.tolist() and c.sections.tolist() == list(uniq)
 
 
 # ---------------------------------------------------------------------------
