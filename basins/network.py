@@ -210,6 +210,11 @@ def reaches_from_rivers(
         kept = pd.concat([kept, _connectors(kept, extra, settings)], ignore_index=True)
         kept = gpd.GeoDataFrame(kept, geometry="geometry", crs=crs)
     kept = _node(kept, settings)
+    kept["virtual"] = False
+    links = _water_links(kept, water, settings)
+    if len(links):
+        kept = gpd.GeoDataFrame(pd.concat([kept, links], ignore_index=True), geometry="geometry",
+                                crs=crs)
     # QA rows for every input feature
     pieces_by_row = kept.groupby("source_row").size().to_dict()
     for rid, row in zip(parts.reach_id.tolist(), parts.source_row.tolist()):
@@ -242,6 +247,84 @@ def thread_map(fn, items: list) -> list:
 
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as ex:
         return list(ex.map(fn, items))
+
+
+def _water_links(kept: gpd.GeoDataFrame, water: gpd.GeoDataFrame | None,
+                 settings: st.Settings) -> gpd.GeoDataFrame:
+    """Virtual links across water bodies drawn only as areas.
+
+    A reservoir or lake with no line through it cuts the network: the river stops
+    at one shore and starts again at the other. Network ends within
+    ``water_link_tolerance_m`` of one group of touching water polygons, and
+    belonging to one named river, are joined by straight links to a hub inside the
+    largest polygon of the group, when every end is within ``water_link_max_m`` of
+    the hub. Links carry ``virtual=True``; the hub is a candidate outlet like a
+    lake end (see :func:`orient_reaches`).
+    """
+    cols = ["reach_id", "river", "source", "source_row", "geometry", "u", "v", "virtual"]
+    empty = gpd.GeoDataFrame(columns=cols, geometry="geometry", crs=kept.crs)
+    if water is None or len(water) == 0 or len(kept) == 0:
+        return empty
+    geoms = shapely.make_valid(_arr(water.to_crs(kept.crs)))
+    valid = np.flatnonzero(~shapely.is_empty(geoms) & np.isin(shapely.get_type_id(geoms), [3, 6]))
+    if len(valid) == 0:
+        return empty
+    wg = geoms[valid]
+    wtree = shapely.STRtree(wg)
+    wa, wb = wtree.query(wg, predicate="intersects")
+    _, lab = csgraph.connected_components(
+        sparse.coo_matrix((np.ones(len(wa)), (wa, wb)), shape=(len(wg), len(wg))), directed=False)
+    # network ends (nodes of degree one) and the reach each belongs to
+    g = _arr(kept)
+    nodes = np.concatenate([kept.u.to_numpy(), kept.v.to_numpy()])
+    owner = np.concatenate([np.arange(len(kept)), np.arange(len(kept))])
+    pts = np.concatenate([shapely.get_point(g, 0), shapely.get_point(g, -1)])
+    _, inv, cnt = np.unique(nodes, return_inverse=True, return_counts=True)
+    lone = np.flatnonzero(cnt[inv.ravel()] == 1)
+    ei, wj = wtree.query(pts[lone], predicate="dwithin", distance=settings.water_link_tolerance_m)
+    if len(ei) == 0:
+        return empty
+    # each end joins the nearest group only
+    d = shapely.distance(pts[lone][ei], wg[wj])
+    best = pd.DataFrame({"e": ei, "grp": lab[wj], "d": d}).sort_values(["e", "d", "grp"]) \
+        .drop_duplicates("e")
+    rows = []
+    area = shapely.area(wg)
+    river = kept.river.to_numpy()
+    best["name"] = river[owner[lone[best.e.to_numpy()]]]
+    # network components: only ends of different components are joined, one end
+    # each, so a link never closes a loop (a river already drawn through, or round,
+    # the water body stays as it is)
+    n_nodes = len(cnt)
+    node_i = inv.ravel()
+    half = len(kept)
+    _, comp = csgraph.connected_components(
+        sparse.coo_matrix((np.ones(half), (node_i[:half], node_i[half:])),
+                          shape=(n_nodes, n_nodes)), directed=False)
+    best["comp"] = comp[node_i[lone[best.e.to_numpy()]]]
+    best = best.sort_values(["grp", "name", "comp", "d", "e"]).drop_duplicates(
+        ["grp", "name", "comp"])
+    for (grp, name), members in best.groupby(["grp", "name"], sort=True):
+        # only a river passing through: ends of one named river. Ends of different
+        # rivers at one lake are not joined (that would route one river into another
+        # through the lake and could turn their flow around).
+        ends = lone[members.e.to_numpy()]
+        if not name or len(ends) < 2 or any(x in name for x in settings.water_link_skip_names):
+            continue
+        polys = np.flatnonzero(lab == grp)
+        hub = shapely.point_on_surface(wg[polys[np.argmax(area[polys])]])
+        if shapely.distance(hub, pts[ends]).max() > settings.water_link_max_m:
+            continue  # a long river drawn as an area: a straight link would skip counties
+        hub_key = node_keys(np.array([[hub.x, hub.y]]))[0]
+        for k, e in enumerate(sorted(ends.tolist(), key=lambda e: nodes[e])):
+            p = pts[e]
+            rows.append({"reach_id": f"L{int(grp)}-{k + 1}", "river": name,
+                         "source": "water link", "source_row": -1,
+                         "geometry": shapely.linestrings([[p.x, p.y], [hub.x, hub.y]]),
+                         "u": nodes[e], "v": hub_key, "virtual": True})
+    if not rows:
+        return empty
+    return gpd.GeoDataFrame(rows, columns=cols, geometry="geometry", crs=kept.crs)
 
 
 def _medial_path(poly, step: float):
@@ -751,7 +834,8 @@ class OrientedNetwork:
     edges
         One row per reach, pointing downstream (analysis CRS): ``reach_id``,
         ``river``, ``u``, ``v``, ``length``, ``orientation``, ``orientation_flag``,
-        ``reversed``, ``source_row``, geometry.
+        ``reversed``, ``source_row``, ``virtual`` (a link across a water body
+        drawn only as an area), geometry.
     nodes
         One row per node: ``node``, ``x``, ``y``, ``end``, ``outlet``, ``elevation``.
     crs, orientation
@@ -776,11 +860,11 @@ class OrientedNetwork:
         G.add_edges_from(
             (u, v, r, {"reach_id": r, "geometry": geom, "length": ln, "river": rv,
                        "source_row": int(sr), "orientation": me, "orientation_flag": fl,
-                       "reversed": rev})
-            for u, v, r, geom, ln, rv, sr, me, fl, rev in zip(
+                       "reversed": rev, "virtual": vt})
+            for u, v, r, geom, ln, rv, sr, me, fl, rev, vt in zip(
                 e.u.tolist(), e.v.tolist(), e.reach_id.tolist(), _arr(e), e.length.tolist(),
                 e.river.tolist(), e.source_row.tolist(), e.orientation.tolist(),
-                e.orientation_flag.tolist(), e.reversed.tolist()))
+                e.orientation_flag.tolist(), e.reversed.tolist(), e.virtual.tolist()))
         return G
 
     @classmethod
@@ -861,6 +945,12 @@ def orient_reaches(
     t_idx = np.flatnonzero(terminal)
     at_edge = _edge_ends(xy[t_idx], counties.to_crs(crs), settings.edge_tolerance_m)
     end_kind[t_idx] = np.where(at_edge, "edge", "inland")
+    virtual = reaches["virtual"].to_numpy(bool) if "virtual" in reaches else \
+        np.zeros(len(reaches), bool)
+    hub = np.zeros(len(nodes), bool)
+    if virtual.any():  # hubs of water links (decided below whether they may be outlets)
+        real_deg = np.bincount(np.concatenate([ui[~virtual], vi[~virtual]]), minlength=len(nodes))
+        hub = (deg >= 2) & (real_deg == 0)
     if water is not None and len(water):
         lakes = shapely.make_valid(_arr(water.to_crs(crs)))
         lakes = lakes[~shapely.is_empty(lakes)]
@@ -878,6 +968,12 @@ def orient_reaches(
         (np.concatenate([length, length]), (np.concatenate([ui, vi]), np.concatenate([vi, ui]))),
         shape=(n, n)).tocsr()
     ncomp, comp = csgraph.connected_components(adj, directed=False)
+    if hub.any():
+        # a water body the links pass through is an outlet candidate (a terminal
+        # lake) only where the network has no other end at a coast, edge or lake
+        has_end = np.zeros(ncomp, bool)
+        has_end[comp[np.isin(end_kind, ("edge", "lake"))]] = True
+        end_kind[hub & ~has_end[comp]] = "lake"
     is_outlet = np.zeros(n, bool)
     comp_flag = np.array([""] * ncomp, dtype=object)
     user_out = np.zeros(n, bool)
@@ -957,7 +1053,7 @@ def orient_reaches(
         "reach_id": reaches.reach_id.to_numpy(), "river": reaches.river.to_numpy(),
         "u": nodes[up], "v": nodes[dn], "length": length, "orientation": method,
         "orientation_flag": flags, "reversed": ~forward,
-        "source_row": reaches.source_row.to_numpy().astype(np.int64)},
+        "source_row": reaches.source_row.to_numpy().astype(np.int64), "virtual": virtual},
         geometry=gpd.GeoSeries(geoms, crs=crs).values, crs=crs)
     return OrientedNetwork(edges, nodes_df, crs, strategy)
 
@@ -1020,6 +1116,7 @@ def reaches_from_graph(G: nx.MultiDiGraph) -> gpd.GeoDataFrame:
     """The graph's edges as a GeoDataFrame of oriented reaches (analysis CRS)."""
     rows = [dict(u=u, v=v, **d) for u, v, d in G.edges(data=True)]
     cols = ["reach_id", "river", "u", "v", "length", "orientation", "orientation_flag",
-            "reversed", "source_row", "geometry"]
+            "reversed", "source_row", "virtual", "geometry"]
     df = pd.DataFrame(rows, columns=cols)
+    df["virtual"] = df["virtual"].fillna(False).astype(bool)
     return gpd.GeoDataFrame(df, geometry="geometry", crs=G.graph["crs"])

@@ -39,6 +39,8 @@ from . import settings as st
 from .network import QA_COLUMNS, OrientedNetwork, thread_map, reaches_from_graph, sample_lines
 
 OUTSIDE = -1
+#: label of samples on virtual links across water bodies (county unknown there)
+VIRTUAL = -2
 
 SECTION_COLUMNS = [
     "section_id", "river", "kind", "level", "upstream_ids", "downstream_ids",
@@ -84,6 +86,8 @@ class Chain:
     geometry: shapely.LineString
     river: str
     runs: list[Run] = field(default_factory=list)
+    #: (start, end) along the chain of virtual links across water bodies
+    virtual: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -244,6 +248,9 @@ def chains_from_reaches(edges: gpd.GeoDataFrame) -> list[Chain]:
     hi_c = np.maximum.reduceat(rcode, chain_start) if n_e else rcode
     uniform = (lo_c == hi_c).tolist()
     runiq = np.asarray(runiq, dtype=object)
+    virtual = edges["virtual"].to_numpy(bool)[order] if "virtual" in edges else \
+        np.zeros(n_e, bool)
+    has_virtual = bool(virtual.any())
     chains: list[Chain] = []
     pos = 0
     for cid, seq in enumerate(seqs):
@@ -253,8 +260,11 @@ def chains_from_reaches(edges: gpd.GeoDataFrame) -> list[Chain]:
         else:
             named = [r for r in river[seq] if r]
             name = max(set(named), key=lambda r: (named.count(r), r)) if named else ""
+        offs = offsets_all[pos:pos + k]
+        spans = [(float(offs[j]), float(offs[j] + lengths[pos + j]))
+                 for j in np.flatnonzero(virtual[seq]).tolist()] if has_virtual else []
         chains.append(Chain(cid, names[ui[seq[0]]], names[vi[seq[-1]]], [keys[e] for e in seq],
-                            offsets_all[pos:pos + k], lines[cid], name))
+                            offs, lines[cid], name, virtual=spans))
         pos += k
     return chains
 
@@ -412,6 +422,10 @@ def _runs_for_chains(chains, counties_g, settings):
     step = settings.sample_step_m
     pts, li, dist = sample_lines(geoms, step)
     a, b = _label_samples(pts, counties_g, settings.boundary_tolerance_m)
+    for c in chains:  # samples inside virtual links: no county is known there
+        for s0, s1 in c.virtual:
+            on = (li == c.cid) & (dist > s0) & (dist < s1)
+            a[on], b[on] = VIRTUAL, -1
     # tangents for pair samples (for left/right bank)
     pair = b >= 0
     if pair.any():
@@ -512,7 +526,7 @@ def _smooth(runs: list[Run], settings, line: _Along | None = None) -> list[Run]:
     """Absorb short runs into their neighbours (meanders, grazes, crossings)."""
     runs = _merge_equal(runs)
     while len(runs) > 1:
-        short = [i for i, r in enumerate(runs) if _short(r, settings, line)]
+        short = [i for i, r in enumerate(runs) if r.a != VIRTUAL and _short(r, settings, line)]
         if not short:
             break
         i = min(short, key=lambda k: (_extent(runs[k], line), k))
@@ -548,7 +562,7 @@ def _smooth_network(chains: list[Chain], settings) -> None:
     chord = shapely.distance(shapely.get_point(geoms, 0), shapely.get_point(geoms, -1)) \
         if len(geoms) else np.zeros(0)
     for c, ext in zip(chains, chord.tolist()):
-        if len(c.runs) != 1:
+        if len(c.runs) != 1 or c.runs[0].a == VIRTUAL:
             continue
         if ext >= (settings.min_boundary_run_m if c.runs[0].is_pair else settings.min_run_m):
             continue
@@ -562,7 +576,7 @@ def _smooth_network(chains: list[Chain], settings) -> None:
             src = next(d.runs[0] for d in by_u[c.v] if d.runs)
         elif len(up) == 1:
             src = next(p.runs[-1] for p in by_v[c.u] if p.runs)
-        if src is not None:
+        if src is not None and src.a != VIRTUAL:
             c.runs = [Run(src.a, src.b, r.start, r.end, src.left, src.right)]
 
 
@@ -652,7 +666,8 @@ def sections_from_network(
     rows = []
     pos: dict[str, tuple] = {}
 
-    def add(chain: Chain, s: float, up: Run, down: Run, river: str, node: str | None, via):
+    def add(chain: Chain, s: float, up: Run, down: Run, river: str, node: str | None, via,
+            note: str = ""):
         up_ids, down_ids = _side(up), _side(down)
         parties = up_ids + down_ids
         pt = chain.geometry.interpolate(s)
@@ -660,6 +675,8 @@ def sections_from_network(
         flag = edge_flags.get(reach_id, "")
         if via is not None:
             flag = flag or edge_flags.get(chains[via].reach_ids[-1], "")
+        if note:
+            flag = "; ".join(x for x in (flag, note) if x)
         rows.append(dict(
             _chain=chain.cid, _s=s, _via=via, river=river, kind=_kind(up, down),
             level=_level(parties, pc_arrays), _up=up_ids, _down=down_ids,
@@ -667,7 +684,18 @@ def sections_from_network(
         ))
 
     for c in chains:
-        for r1, r2 in zip(c.runs[:-1], c.runs[1:]):
+        for k in range(1, len(c.runs)):
+            r1, r2 = c.runs[k - 1], c.runs[k]
+            if r2.a == VIRTUAL:
+                continue  # decided at the run after the link
+            if r1.a == VIRTUAL:  # the river crossed a water body: compare both shores
+                if k < 2 or c.runs[k - 2].a in (OUTSIDE, VIRTUAL) or r2.a == OUTSIDE or \
+                        c.runs[k - 2].label == r2.label:
+                    continue
+                add(c, (r1.start + r1.end) / 2, c.runs[k - 2], r2, c.river, None, None,
+                    "location approximate: the river passes through a water body drawn "
+                    "only as an area; the border crossing lies somewhere inside it")
+                continue
             if r1.a == OUTSIDE or r2.a == OUTSIDE:
                 continue
             add(c, r2.start, r1, r2, c.river, None, None)
@@ -680,7 +708,7 @@ def sections_from_network(
             if not ci.runs or not co.runs:
                 continue
             r1, r2 = ci.runs[-1], co.runs[0]
-            if r1.label == r2.label or r1.a == OUTSIDE or r2.a == OUTSIDE:
+            if r1.label == r2.label or r1.a in (OUTSIDE, VIRTUAL) or r2.a in (OUTSIDE, VIRTUAL):
                 continue
             key = (ci.v, r1.label, r2.label, co.cid)
             if key in seen_node:

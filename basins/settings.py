@@ -65,6 +65,19 @@ class Settings:
         lines ending on its banks are connected to it. Wider polygons are lakes.
     centreline_step_m
         Spacing of the outline points used to trace a double-line river's centre line.
+    water_link_tolerance_m, water_link_max_m
+        Network ends this close to one water polygon (a reservoir or lake drawn
+        only as an area, with no line through it) are joined through it by virtual
+        links to a hub inside the polygon, so the network and navigation continue
+        across it. Sections on virtual links are placed at the link and flagged:
+        where exactly the border lies inside the water body is not known. Only ends
+        of one named river are joined (a river passing through), and only when
+        every end is within ``water_link_max_m`` of the hub: a long river drawn as
+        an area would need its centre line, not a straight link.
+    water_link_skip_names
+        Rivers whose name contains one of these are never linked through water
+        bodies: canals (运河, 渠, 航道) join basins, flow as their locks are set, and
+        one canal name often covers several canals.
     edge_tolerance_m
         A network end within this distance of the outer edge of the county layer
         (coast or study-area edge) is an *edge end*: a candidate outlet.
@@ -95,6 +108,9 @@ class Settings:
     shore_min_cover: float = 0.8
     max_river_width_m: float = 3000.0
     centreline_step_m: float = 100.0
+    water_link_tolerance_m: float = 1500.0
+    water_link_max_m: float = 40000.0
+    water_link_skip_names: tuple[str, ...] = ("运河", "渠", "航道")
     edge_tolerance_m: float = 3000.0
     coast_elevation_m: float = 10.0
     dem_contradiction_m: float = 50.0

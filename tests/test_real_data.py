@@ -116,3 +116,24 @@ def test_jiangxi_rivers_flow_the_right_way(jiangxi):
     assert len(s[(s.upstream_names == "寻乌县") & s.downstream_province.str.contains("广东省")]) == 1
     jx = reg.counties[reg.counties.province == "江西省"]
     assert len(jx) == 100 and jx.city.nunique() == 11
+
+
+def test_dongjiang_flows_south_through_the_fengshuba_reservoir(jiangxi):
+    """The 1:4M lines stop at the shores of 枫树坝水库 (龙川, Guangdong), drawn only as
+    an area. The network is joined through it (virtual links, flagged), so 东江
+    (寻邬水) is one river flowing south from 寻乌 past the reservoir towards 龙川."""
+    _, res = jiangxi
+    r = res.reaches[res.reaches.river.str.contains("东江", regex=False)]
+    links = r[r.virtual]
+    assert len(links) == 2
+    hub = (set(links.u) & set(links.v)).pop()  # the links meet inside the water body
+    x, y = links[links.v == hub].geometry.iloc[0].coords[-1]
+    assert 115.2 < x < 115.5 and 24.4 < y < 24.7  # 枫树坝水库, 龙川
+    # one river: downstream from its northern end (寻乌) through the hub to its southern end
+    import networkx as nx
+
+    G = res.graph
+    ys = {n: G.nodes[n]["y"] for n in set(r.u) | set(r.v)}
+    north, south = max(ys, key=ys.get), min(ys, key=ys.get)
+    path = nx.shortest_path(G, north, south)
+    assert hub in path

@@ -1,0 +1,125 @@
+"""Rivers cut by water bodies drawn only as areas (a reservoir with no line through
+it): the network is joined through the water body, the section inside it is found
+with the right parties and flagged as approximately placed. SYNTHETIC basins."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+import shapely
+from hypothesis import HealthCheck, Phase, given, settings, strategies as hst
+
+from basins.synthetic import CRS, make_basin
+from conftest import discover_synthetic
+from test_synthetic_truth import match
+
+RADIUS = 4000.0  # the reservoir: a disc on the border crossing
+
+
+def cut_by_reservoir(basin, truth_row, name: str | None = None):
+    """The basin's rivers with the stretch inside a disc round a true crossing removed,
+    and the disc as the water layer (optionally the river renamed)."""
+    disc = shapely.Point(truth_row.x, truth_row.y).buffer(RADIUS)
+    rows = []
+    for _, r in basin.rivers.iterrows():
+        g = r.geometry
+        if r.NAME == truth_row.river and g.intersects(disc):
+            for part in shapely.get_parts(g.difference(disc)):
+                rows.append({**r.to_dict(), "geometry": part,
+                             "NAME": name or r.NAME})
+        else:
+            rows.append({**r.to_dict(), "NAME": (name or r.NAME) if r.NAME == truth_row.river
+                         else r.NAME})
+    rivers = gpd.GeoDataFrame(rows, geometry="geometry", crs=basin.rivers.crs)
+    water = gpd.GeoDataFrame({"name": ["reservoir"]}, geometry=[disc], crs=CRS)
+    return rivers, water
+
+
+def crossings_far_from_others(basin):
+    """True crossings with no other true section within 3 radii (so the cut changes
+    nothing else)."""
+    t = basin.truth
+    out = []
+    for i, r in t[t.kind == "crossing"].iterrows():
+        d = ((t.x - r.x) ** 2 + (t.y - r.y) ** 2) ** 0.5
+        if (d[t.index != i] > 3 * RADIUS).all():
+            out.append(r)
+    return out
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])  # shrinking is slow here
+@given(seed=hst.integers(0, 10**6), pick=hst.integers(0, 100),
+       reverse=hst.sampled_from([0.0, 0.5, 1.0]))
+def test_a_crossing_inside_a_reservoir_is_found_and_flagged(seed, pick, reverse):
+    basin = make_basin(seed=seed, rows=6, cols=6, n_boundary=0, n_meanders=0,
+                       reverse_prob=reverse)
+    cands = crossings_far_from_others(basin)
+    if not cands:
+        return
+    t = cands[pick % len(cands)]
+    rivers, water = cut_by_reservoir(basin, t)
+    cut = type(basin)(basin.counties, rivers, basin.truth, basin.outlet,
+                      basin.downstream_county)
+    result = discover_synthetic(cut, water=water)
+    missing, spurious = match(basin.truth, result.sections)
+    assert not missing, f"missed {missing}"
+    assert spurious.empty, f"spurious {spurious[['kind', 'upstream_ids', 'downstream_ids']]}"
+    s = result.sections.to_crs(CRS)
+    inside = s[s.distance(shapely.Point(t.x, t.y)) < RADIUS]
+    assert len(inside) == 1 and "location approximate" in inside.iloc[0]["flags"]
+    assert (inside.iloc[0].upstream_ids, inside.iloc[0].downstream_ids) == \
+        (t.upstream_ids, t.downstream_ids)
+    # the other sections carry no such flag
+    assert not s.drop(index=inside.index)["flags"].str.contains("approximate").any()
+    assert result.reaches.virtual.sum() >= 2
+
+
+@pytest.fixture(scope="module")
+def cut_basin():
+    basin = make_basin(seed=5, rows=6, cols=6, n_boundary=0, n_meanders=0, reverse_prob=0.5)
+    t = crossings_far_from_others(basin)[0]
+    return basin, t
+
+
+def test_canals_are_not_joined_through_water(cut_basin):
+    """A canal name (运河) is never linked: canals join basins and flow as their locks
+    are set. Without the link the crossing inside the water body is not a section."""
+    basin, t = cut_basin
+    rivers, water = cut_by_reservoir(basin, t, name="试验运河")
+    cut = type(basin)(basin.counties, rivers, basin.truth, basin.outlet,
+                      basin.downstream_county)
+    result = discover_synthetic(cut, water=water)
+    assert not result.reaches.virtual.any()
+    s = result.sections.to_crs(CRS)
+    assert not (s.distance(shapely.Point(t.x, t.y)) < RADIUS).any()
+
+
+def test_links_too_long_for_a_straight_line_are_not_made(cut_basin):
+    """A water body wider than water_link_max_m would need its centre line: no link."""
+    from basins.settings import DEFAULT
+
+    basin, t = cut_basin
+    rivers, water = cut_by_reservoir(basin, t)
+    cut = type(basin)(basin.counties, rivers, basin.truth, basin.outlet,
+                      basin.downstream_county)
+    tight = dataclasses.replace(DEFAULT, water_link_max_m=RADIUS / 2)
+    result = discover_synthetic(cut, water=water, settings=tight)
+    assert not result.reaches.virtual.any()
+
+
+def test_virtual_links_are_listed_in_the_reaches_layer(cut_basin):
+    basin, t = cut_basin
+    rivers, water = cut_by_reservoir(basin, t)
+    cut = type(basin)(basin.counties, rivers, basin.truth, basin.outlet,
+                      basin.downstream_county)
+    result = discover_synthetic(cut, water=water)
+    links = result.reaches[result.reaches.virtual]
+    assert len(links) == 2 and set(links.river) == {t.river}
+    # both links meet at one hub inside the water body, one flowing in, one out
+    hub = set(links.u) & set(links.v)
+    assert len(hub) == 1
+    assert all(water.geometry.iloc[0].buffer(10).contains(g) for g in links.to_crs(CRS).geometry)
