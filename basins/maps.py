@@ -190,8 +190,12 @@ def network_map(result: Discovery, title: str = "basins", tiles: str | None = No
     for _, r in result.reaches.iterrows():
         coords = _latlon(r.geometry)
         flagged = bool(r.orientation_flag)
-        tip = _e(f"{r.river or r.reach_id} ({r.orientation}) {r.orientation_flag}")
-        folium.PolyLine(coords, color="#1f77b4", weight=2, dash_array="6 4" if flagged else None,
+        virtual = bool(getattr(r, "virtual", False))
+        tip = _e(f"{r.river or r.reach_id} ({r.orientation}) {r.orientation_flag}"
+                 + (" virtual link through a water body drawn only as an area" if virtual
+                    else ""))
+        folium.PolyLine(coords, color="#1f77b4", weight=2,
+                        dash_array="1 5" if virtual else ("6 4" if flagged else None),
                         tooltip=tip).add_to(rg)
         if len(coords) >= 2:
             _arrow(rg, coords[-2:], "#1f77b4", 2, None, 0.02)
@@ -207,7 +211,8 @@ def network_map(result: Discovery, title: str = "basins", tiles: str | None = No
     flagged = int((qa.status == "flagged").sum()) if len(qa) else 0
     _legend(m, title, [(c, "●", f"{lv}-level section") for lv, c in LEVEL_COLOURS.items()]
             + [("#9467bd", "━", "boundary river"), ("#1f77b4", "━", "reach (arrow: downstream)"),
-               ("#1f77b4", "┅", "reach with orientation flag")],
+               ("#1f77b4", "┅", "reach with orientation flag"),
+               ("#1f77b4", "⋯", "virtual link through a water body")],
             f"<br>QA: {flagged} feature(s) flagged")
     folium.LayerControl(collapsed=False).add_to(m)
     return m

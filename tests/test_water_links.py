@@ -123,3 +123,13 @@ def test_virtual_links_are_listed_in_the_reaches_layer(cut_basin):
     hub = set(links.u) & set(links.v)
     assert len(hub) == 1
     assert all(water.geometry.iloc[0].buffer(10).contains(g) for g in links.to_crs(CRS).geometry)
+
+
+def test_the_network_map_shows_virtual_links_as_such(jiangxi):
+    """REAL data: the two links through 枫树坝 are drawn dotted with their own tooltip."""
+    from basins.maps import network_map
+
+    _, res = jiangxi
+    html = network_map(res, "Jiangxi").get_root().render()
+    assert html.count("virtual link through a water body drawn only as an area") == \
+        int(res.reaches.virtual.sum()) == 2
