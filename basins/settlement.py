@@ -286,7 +286,7 @@ def _annual_classes(coded: MonitoringCodes, water: dict[str, str], years: list[i
 class _BatchJob:
     """Agreements (and their sections) collected for one batch formula."""
 
-    entries: list = field(default_factory=list)  # (agreement, params id, first section)
+    entries: list = field(default_factory=list)  # (agreement, params id)
     sections: list = field(default_factory=list)  # (entry, section id, level, target, ref)
     params: dict = field(default_factory=dict)  # repr -> (params id, parameters)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import geopandas as gpd
+import networkx as nx
 import numpy as np
 import shapely
 
@@ -130,8 +131,6 @@ def test_dongjiang_flows_south_through_the_fengshuba_reservoir(jiangxi):
     x, y = links[links.v == hub].geometry.iloc[0].coords[-1]
     assert 115.2 < x < 115.5 and 24.4 < y < 24.7  # 枫树坝水库, 龙川
     # one river: downstream from its northern end (寻乌) through the hub to its southern end
-    import networkx as nx
-
     G = res.graph
     ys = {n: G.nodes[n]["y"] for n in set(r.u) | set(r.v)}
     north, south = max(ys, key=ys.get), min(ys, key=ys.get)

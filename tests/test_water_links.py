@@ -10,7 +10,7 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 import shapely
-from hypothesis import HealthCheck, Phase, given, settings, strategies as hst
+from hypothesis import HealthCheck, Phase, assume, given, settings, strategies as hst
 
 from basins.synthetic import CRS, make_basin
 from conftest import discover_synthetic
@@ -58,8 +58,7 @@ def test_a_crossing_inside_a_reservoir_is_found_and_flagged(seed, pick, reverse)
     basin = make_basin(seed=seed, rows=6, cols=6, n_boundary=0, n_meanders=0,
                        reverse_prob=reverse)
     cands = crossings_far_from_others(basin)
-    if not cands:
-        return
+    assume(cands)  # a basin with no isolated crossing tells nothing here
     t = cands[pick % len(cands)]
     rivers, water = cut_by_reservoir(basin, t)
     cut = type(basin)(basin.counties, rivers, basin.truth, basin.outlet,
