@@ -89,6 +89,22 @@ def sample_lines(geoms: np.ndarray, step: float, as_xy: bool = False
     return (xy if as_xy else shapely.points(xy)), line_index, dist
 
 
+def point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray, with_t: bool = False):
+    """Distance from each point ``p`` to the segment ``a``-``b`` (arrays of shape (n, 2)).
+
+    With ``with_t``, also the position of the nearest point as a fraction of the
+    segment (0 at ``a``, 1 at ``b``).
+    """
+    ab = b - a
+    den = np.einsum("ij,ij->i", ab, ab)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.clip(np.where(den > 0, np.einsum("ij,ij->i", p - a, ab) / den, 0.0), 0.0, 1.0)
+    qx = a[:, 0] + ab[:, 0] * t
+    qy = a[:, 1] + ab[:, 1] * t
+    d = np.hypot(p[:, 0] - qx, p[:, 1] - qy)
+    return (d, t) if with_t else d
+
+
 def _arr(gdf) -> np.ndarray:
     """Geometries as a plain object array (shapely on a GeometryArray goes through pandas)."""
     return np.asarray(gdf.geometry.array, dtype=object)
@@ -182,8 +198,12 @@ def reaches_from_rivers(
         else:
             first[norm[i]] = rid_arr[i]
     # shore lines along water polygon outlines
-    if water is not None and len(water):
-        wb = shapely.boundary(shapely.make_valid(_arr(water.to_crs(crs))))
+    # water polygons in the analysis CRS, repaired once for the shore test, the
+    # centre lines and the links
+    wgeoms = shapely.make_valid(_arr(water.to_crs(crs))) if water is not None and len(water) \
+        else None
+    if wgeoms is not None:
+        wb = shapely.boundary(wgeoms)
         wb = SegmentIndex(wb[~(shapely.is_missing(wb) | shapely.is_empty(wb))],
                           settings.shore_tolerance_m)
         idx = np.flatnonzero(alive)
@@ -196,7 +216,8 @@ def reaches_from_rivers(
     # double-line rivers: a centre line replaces the bank lines
     shore_idx = [i for i in range(len(parts)) if reasons.get(rid_arr[i], "")
                  .startswith("shore")]
-    extra, water_qa = _centrelines(water, parts.iloc[shore_idx], g[alive], crs, settings)
+    extra, water_qa = _centrelines(wgeoms, water, parts.iloc[shore_idx], g[alive], crs,
+                                   settings)
     # near duplicates (the same river digitised twice, e.g. hyd1_4l and hyd2_4l)
     idx = np.flatnonzero(alive)
     dup_of = _near_duplicates(g[idx], parts.reach_id.to_numpy()[idx], settings)
@@ -211,7 +232,7 @@ def reaches_from_rivers(
         kept = gpd.GeoDataFrame(kept, geometry="geometry", crs=crs)
     kept = _node(kept, settings)
     kept["virtual"] = False
-    links = _water_links(kept, water, settings)
+    links = _water_links(kept, wgeoms, settings)
     if len(links):
         kept = gpd.GeoDataFrame(pd.concat([kept, links], ignore_index=True), geometry="geometry",
                                 crs=crs)
@@ -249,7 +270,7 @@ def thread_map(fn, items: list) -> list:
         return list(ex.map(fn, items))
 
 
-def _water_links(kept: gpd.GeoDataFrame, water: gpd.GeoDataFrame | None,
+def _water_links(kept: gpd.GeoDataFrame, geoms: np.ndarray | None,
                  settings: st.Settings) -> gpd.GeoDataFrame:
     """Virtual links across water bodies drawn only as areas.
 
@@ -263,9 +284,8 @@ def _water_links(kept: gpd.GeoDataFrame, water: gpd.GeoDataFrame | None,
     """
     cols = ["reach_id", "river", "source", "source_row", "geometry", "u", "v", "virtual"]
     empty = gpd.GeoDataFrame(columns=cols, geometry="geometry", crs=kept.crs)
-    if water is None or len(water) == 0 or len(kept) == 0:
+    if geoms is None or len(geoms) == 0 or len(kept) == 0:
         return empty
-    geoms = shapely.make_valid(_arr(water.to_crs(kept.crs)))
     valid = np.flatnonzero(~shapely.is_empty(geoms) & np.isin(shapely.get_type_id(geoms), [3, 6]))
     if len(valid) == 0:
         return empty
@@ -390,15 +410,16 @@ def _medial_path(poly, step: float):
     return shapely.simplify(shapely.linestrings(keys[path]), step / 2)
 
 
-def _centrelines(water, shores, kept_geoms, crs, settings):
-    """Centre lines of double-line rivers whose banks came as shore lines."""
+def _centrelines(geoms, water, shores, kept_geoms, crs, settings):
+    """Centre lines of double-line rivers whose banks came as shore lines.
+
+    ``geoms`` are the water polygons of ``water`` in ``crs``, repaired.
+    """
     empty = gpd.GeoDataFrame(columns=["reach_id", "river", "source", "source_row", "geometry"],
                              geometry="geometry", crs=crs)
     if water is None or len(water) == 0 or len(shores) == 0:
         return empty, []
     source = water.attrs.get("source", "water")
-    w = water.to_crs(crs)
-    geoms = shapely.make_valid(_arr(w))
     qa, rows = [], []
     shore_g = _arr(shores)
     tree = shapely.STRtree(shore_g)
@@ -456,7 +477,7 @@ def _centrelines(water, shores, kept_geoms, crs, settings):
         rows.append({"reach_id": f"W{k}", "river": name, "source": source,
                      "source_row": -1, "geometry": path})
     built = {r["reach_id"] for r in rows}
-    for j in range(len(w)):
+    for j in range(len(geoms)):
         info = part_of.get(j)
         if not info:
             qa.append(_qa_row("water", f"W{j}", source, j, "used",
@@ -571,15 +592,34 @@ class SegmentIndex:
         m = cKDTree(xy).sparse_distance_matrix(self.tree, tol + self.half + 1e-6,
                                                output_type="ndarray")
         i, j = m["i"].astype(np.int64), m["j"].astype(np.int64)
-        a, ab = self.a[j], self.b[j] - self.a[j]
-        den = np.einsum("ij,ij->i", ab, ab)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            t = np.clip(np.where(den > 0, np.einsum("ij,ij->i", xy[i] - a, ab) / den, 0.0), 0, 1)
-        q = a + ab * t[:, None]
-        d = np.hypot(xy[i, 0] - q[:, 0], xy[i, 1] - q[:, 1])
+        d, t = point_segment_distance(xy[i], self.a[j], self.b[j], with_t=True)
         ok = d <= tol
         i, j, d, t = i[ok], j[ok], d[ok], t[ok]
         return i, j, d, self.start_pos[j] + t * self.length[j]
+
+    def any_within(self, xy: np.ndarray, tol: float, k: int = 4) -> np.ndarray:
+        """Whether each point lies within ``tol`` of any segment (exact).
+
+        The ``k`` nearest segment midpoints (k-d tree, both cores) decide most
+        points: a hit among them is a hit, and fewer than ``k`` midpoints within
+        reach means there is nothing else to test. Only points with ``k``
+        candidates and no hit among them go through :meth:`pairs`.
+        """
+        hit = np.zeros(len(xy), bool)
+        if self.tree is None or len(xy) == 0:
+            return hit
+        k = min(k, len(self.a))
+        dd, jj = self.tree.query(xy, k=k, distance_upper_bound=tol + self.half + 1e-6,
+                                 workers=-1)
+        dd, jj = dd.reshape(len(xy), k), jj.reshape(len(xy), k)
+        found = np.isfinite(dd)
+        pi = np.repeat(np.arange(len(xy)), k)[found.ravel()]
+        sj = jj[found]
+        hit[pi[point_segment_distance(xy[pi], self.a[sj], self.b[sj]) <= tol]] = True
+        rest = np.flatnonzero(~hit & found[:, -1])  # k candidates: there may be more
+        if len(rest):
+            hit[rest[self.pairs(xy[rest], tol)[0]]] = True
+        return hit
 
 
 #: sample points per k-d tree query (bounds the candidate pair arrays)
@@ -595,10 +635,8 @@ def _cover_share(lines: np.ndarray, targets, tol: float, step: float) -> np.ndar
     if len(lines) == 0 or len(index) == 0:
         return np.zeros(len(lines))
     xy, li, _ = sample_lines(lines, min(step, tol), as_xy=True)
-    hit = np.zeros(len(xy), bool)
-    for a in range(0, len(xy), _QUERY_CHUNK):
-        pi = index.pairs(xy[a:a + _QUERY_CHUNK], tol)[0]
-        hit[pi + a] = True
+    hit = np.concatenate([index.any_within(xy[a:a + _QUERY_CHUNK], tol)
+                          for a in range(0, len(xy), _QUERY_CHUNK)])
     return np.bincount(li, weights=hit, minlength=len(lines)) / np.bincount(li, minlength=len(lines))
 
 
@@ -623,19 +661,33 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     order = np.lexsort((ids, -lengths))
     rank = np.empty(len(g), int)
     rank[order] = np.arange(len(g))
-    xy, li, _ = sample_lines(g, min(settings.sample_step_m, tol), as_xy=True)
     index = SegmentIndex(g, tol / 2)  # short segments keep the candidate radius tight
     n = np.int64(len(g))
+    # a duplicate has both ends within tol of higher-ranked lines (tested again below,
+    # against the covering lines only): lines failing that are never sampled
+    ends = np.concatenate([shapely.get_coordinates(shapely.get_point(g, 0)),
+                           shapely.get_coordinates(shapely.get_point(g, -1))])
+    ends_of = np.concatenate([np.arange(len(g)), np.arange(len(g))])
+    end_near = np.zeros(len(ends), bool)
+    for a in range(0, len(ends), _QUERY_CHUNK):
+        ei, es = index.pairs(ends[a:a + _QUERY_CHUNK], tol)[:2]
+        ei = ei + a
+        end_near[ei[rank[index.owner[es]] < rank[ends_of[ei]]]] = True
+    lines = np.flatnonzero(end_near[: len(g)] & end_near[len(g):])
+    if len(lines) == 0:
+        return {}
+    xy, li, _ = sample_lines(g[lines], min(settings.sample_step_m, tol), as_xy=True)
+    li = lines[li]  # sample -> index into g (still ascending)
     covered = np.zeros(len(xy), bool)
     out: dict[int, str] = {}
     # samples come grouped by line, so chunks of whole lines see every pair of their
     # lines complete; chunking bounds the candidate arrays in dense networks
     # chunks of whole lines holding at most _DUP_CHUNK_PAIRS candidate pairs: dense
     # networks have hundreds of lines within the tolerance of every sample
-    per_line = np.bincount(li, weights=index.count(xy, tol), minlength=len(g))
+    per_line = np.bincount(li, weights=index.count(xy, tol), minlength=len(g))[lines]
     before = np.cumsum(per_line) - per_line
     chunk = (before // _DUP_CHUNK_PAIRS).astype(np.int64)
-    first_lines = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1]])
+    first_lines = lines[np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1]])]
     bounds = np.unique(np.r_[np.searchsorted(li, first_lines), len(xy)])
     for a, b in zip(bounds[:-1], bounds[1:]):
         pi, sj, d, at = index.pairs(xy[a:b], tol)
@@ -668,8 +720,9 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
         # and the duplicate test, are decided here (nothing large is kept between
         # chunks: dense networks have tens of millions of covering pairs)
         lo, hi = int(li[a]), int(li[b - 1]) + 1
+        count = np.bincount(li[a:b] - lo, minlength=hi - lo)
         share = np.bincount(li[a:b] - lo, weights=covered[a:b], minlength=hi - lo) / \
-            np.bincount(li[a:b] - lo, minlength=hi - lo)
+            np.maximum(count, 1)  # lines not sampled (count 0) have share 0
         cand = lo + np.flatnonzero(share >= settings.duplicate_min_cover)
         if len(cand) == 0:
             continue

@@ -36,7 +36,8 @@ import shapely
 from scipy.spatial import cKDTree
 
 from . import settings as st
-from .network import QA_COLUMNS, OrientedNetwork, thread_map, reaches_from_graph, sample_lines
+from .network import (QA_COLUMNS, OrientedNetwork, point_segment_distance, reaches_from_graph,
+                      sample_lines, thread_map)
 
 OUTSIDE = -1
 #: label of samples on virtual links across water bodies (county unknown there)
@@ -303,28 +304,21 @@ def _near_segments(pts: np.ndarray, counties: np.ndarray, tol: float):
     keys = []
     for dx in (-1, 0, 1):
         for dy in (-1, 0, 1):
-            keys.append((pc[:, 0] + dx) * shape[1] + (pc[:, 1] + dy))
-    keys = np.unique(np.concatenate(keys))
-    vc = np.floor((coords - lo) / cell).astype(np.int64)
-    inside = (vc >= 0).all(axis=1) & (vc < shape).all(axis=1)
-    vkey = np.where(inside, vc[:, 0] * shape[1] + vc[:, 1], -1)
+            k = (pc[:, 0] + dx) * shape[1] + (pc[:, 1] + dy)
+            if near is not None:
+                near[k] = True
+            else:
+                keys.append(k)
+    vx = np.floor((coords[:, 0] - lo[0]) / cell).astype(np.int64)
+    vy = np.floor((coords[:, 1] - lo[1]) / cell).astype(np.int64)
+    inside = (vx >= 0) & (vy >= 0) & (vx < shape[0]) & (vy < shape[1])
+    vkey = np.where(inside, vx * shape[1] + vy, -1)
     if near is not None:
-        near[keys] = True
         vhit = inside & near[np.maximum(vkey, 0)]
     else:  # a huge sparse extent: look cells up by sorting instead
-        vhit = inside & np.isin(vkey, keys)
+        vhit = inside & np.isin(vkey, np.unique(np.concatenate(keys)))
     same = same[vhit[same] | vhit[same + 1]]
     return coords[same], coords[same + 1], owner_part[ring_part[ridx[same]]]
-
-
-def _point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distance from each point ``p`` to the segment ``a``-``b`` (arrays of shape (n, 2))."""
-    ab = b - a
-    den = np.einsum("ij,ij->i", ab, ab)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t = np.where(den > 0, np.einsum("ij,ij->i", p - a, ab) / den, 0.0)
-    q = a + ab * np.clip(t, 0.0, 1.0)[:, None]
-    return np.hypot(p[:, 0] - q[:, 0], p[:, 1] - q[:, 1])
 
 
 def _label_samples(pts: np.ndarray, counties: np.ndarray, tol: float):
@@ -342,9 +336,15 @@ def _label_samples(pts: np.ndarray, counties: np.ndarray, tol: float):
         pairs = cKDTree(xy).sparse_distance_matrix(cKDTree((sa + sb) / 2), reach,
                                                    output_type="ndarray")
         pj, sj = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64)
+        # a point inside a county is at distance 0 from it: its own outline's
+        # segments need no distance (about half the pairs on a border river)
+        home = np.full(len(xy), -1, dtype=np.int64)
+        home[pin] = cin
+        other = seg_owner[sj] != home[pj]
+        pj, sj = pj[other], sj[other]
     else:
         pj = sj = np.zeros(0, dtype=np.int64)
-    dj = _point_segment_distance(xy[pj], sa[sj], sb[sj])
+    dj = point_segment_distance(xy[pj], sa[sj], sb[sj])
     near = dj <= tol
     pj, sj, dj = pj[near], sj[near], dj[near]
     pi = np.concatenate([pin, pj])

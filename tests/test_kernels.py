@@ -56,6 +56,21 @@ def test_segment_index_pairs_match_shapely(seed, tol):
             assert abs(shapely.distance(q, pts[p]) - dd) < 1e-6
 
 
+@hsettings(max_examples=40, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(50, 3000), k=hs.integers(1, 6))
+def test_segment_index_any_within_matches_pairs(seed, tol, k):
+    # the k-nearest shortcut decides exactly what the full pair search decides,
+    # for any k (small k sends more points to the fallback)
+    rng = np.random.default_rng(seed)
+    lines = _random_lines(rng, int(rng.integers(1, 8)))
+    xy = rng.uniform(-2000, 12_000, (200, 2))
+    idx = SegmentIndex(lines, tol)
+    want = np.zeros(len(xy), bool)
+    want[idx.pairs(xy, tol)[0]] = True
+    got = idx.any_within(xy, tol, k=k)
+    assert np.array_equal(got, want)
+
+
 def test_segment_index_does_not_join_parts():
     # two parts far apart: no segment may run between them
     mls = shapely.multilinestrings([[(0, 0), (10, 0)], [(1000, 0), (1010, 0)]])
