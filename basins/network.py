@@ -89,6 +89,23 @@ def sample_lines(geoms: np.ndarray, step: float, as_xy: bool = False
     return (xy if as_xy else shapely.points(xy)), line_index, dist
 
 
+def line_ends(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last coordinates of each LineString, as two (n, 2) arrays.
+
+    Numpy on the flat coordinate array: no Point objects are built (creating a
+    million shapely Points costs about a second). Empty lines give NaN.
+    """
+    n = shapely.get_num_coordinates(geoms)
+    coords = shapely.get_coordinates(geoms)
+    last = np.cumsum(n) - 1
+    first = last - n + 1
+    start = np.full((len(n), 2), np.nan)
+    stop = np.full((len(n), 2), np.nan)
+    ok = n > 0
+    start[ok], stop[ok] = coords[first[ok]], coords[last[ok]]
+    return start, stop
+
+
 def point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray, with_t: bool = False):
     """Distance from each point ``p`` to the segment ``a``-``b`` (arrays of shape (n, 2)).
 
@@ -181,8 +198,8 @@ def reaches_from_rivers(
     tiny = length < max(settings.snap_tolerance_m, 1.0)
     for rid in parts.reach_id[tiny].tolist():
         reasons[rid], statuses[rid] = "zero-length or shorter than the snap tolerance", "excluded"
-    ring = ~tiny & (shapely.distance(shapely.get_point(g, 0), shapely.get_point(g, -1))
-                    <= settings.snap_tolerance_m)
+    g0, g1 = line_ends(g)
+    ring = ~tiny & (np.hypot(*(g1 - g0).T) <= settings.snap_tolerance_m)
     for rid in parts.reach_id[ring].tolist():
         reasons[rid] = "closed ring (lake shore or island bank), not a flow line"
         statuses[rid] = "excluded"
@@ -359,7 +376,10 @@ def _medial_path(poly, step: float):
     (:func:`shapely.prepare`).
     """
     b = shapely.segmentize(poly.boundary, step)
-    xy = np.unique(shapely.get_coordinates(b), axis=0)
+    # unique points, lexicographic order (np.unique(axis=0) sorts rows far slower
+    # than one complex array: same order, real part first)
+    xy = np.unique(np.ascontiguousarray(shapely.get_coordinates(b)).view(np.complex128).ravel())
+    xy = np.column_stack([xy.real, xy.imag])
     if len(xy) < 4:
         return None
     c0 = xy.mean(axis=0)
@@ -403,8 +423,9 @@ def _medial_path(poly, step: float):
     d, pred = csgraph.dijkstra(adj, directed=False, indices=a, return_predecessors=True)
     z = int(np.nanargmax(np.where(np.isfinite(d), d, -1)))
     path = [z]
+    step_back = pred.tolist()  # plain ints: the walk is ~all Python
     while path[-1] != a:
-        path.append(int(pred[path[-1]]))
+        path.append(step_back[path[-1]])
     if len(path) < 2:
         return None
     return shapely.simplify(shapely.linestrings(keys[path]), step / 2)
@@ -529,6 +550,10 @@ def _connectors(kept: gpd.GeoDataFrame, centre: gpd.GeoDataFrame, settings) -> g
     return gpd.GeoDataFrame(rows, columns=cols, geometry="geometry", crs=kept.crs)
 
 
+#: below this many query points a second thread costs more than it gives
+_THREAD_MIN_POINTS = 20_000
+
+
 class SegmentIndex:
     """Lines cut into short two-point segments, with a k-d tree of their midpoints.
 
@@ -548,12 +573,34 @@ class SegmentIndex:
     def __init__(self, geoms: np.ndarray, max_len: float) -> None:
         geoms = np.asarray(geoms, dtype=object)
         # single parts, so no segment joins the end of one part to the next
-        parts, part_of = shapely.get_parts(geoms, return_index=True)
-        if len(parts):
-            parts = shapely.segmentize(parts, max_len)
+        if (shapely.get_type_id(geoms) == 1).all():  # LineStrings: already single parts
+            parts, part_of = geoms, np.arange(len(geoms))
+        else:
+            parts, part_of = shapely.get_parts(geoms, return_index=True)
         coords, idx = shapely.get_coordinates(parts, return_index=True)
         same = np.flatnonzero(idx[1:] == idx[:-1])
-        self.a, self.b = coords[same], coords[same + 1]
+        a, b = coords[same], coords[same + 1]
+        d = b - a
+        seg_len = np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])
+        keep = seg_len > 0  # repeated points give no segment
+        same, a, b, d, seg_len = same[keep], a[keep], b[keep], d[keep], seg_len[keep]
+        # densify in numpy, as GEOS's segmentize does: a segment longer than
+        # max_len becomes n = ceil(len / max_len) equal pieces
+        n = np.maximum(np.ceil(seg_len / max_len), 1).astype(np.int64) if len(same) \
+            else np.zeros(0, dtype=np.int64)
+        if (n > 1).any():
+            rep = np.repeat(np.arange(len(same)), n)
+            j = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+            piece = seg_len[rep] / n[rep]
+            f0 = (j * piece) / seg_len[rep]
+            f1 = ((j + 1) * piece) / seg_len[rep]
+            self.a = a[rep] + d[rep] * f0[:, None]
+            self.b = a[rep] + d[rep] * f1[:, None]
+            last = j + 1 == n[rep]
+            self.b[last] = b[rep[last]]  # the original vertex, exactly
+            same = same[rep]
+        else:
+            self.a, self.b = a, b
         self.owner = part_of[idx[same]]  # index of the input geometry
         self.length = np.hypot(*(self.b - self.a).T) if len(same) else np.zeros(0)
         # distance of each segment's start from the start of its line (part)
@@ -589,6 +636,15 @@ class SegmentIndex:
         if self.tree is None or len(xy) == 0:
             z = np.zeros(0, dtype=np.int64)
             return z, z, np.zeros(0), np.zeros(0)
+        if len(xy) >= 2 * _THREAD_MIN_POINTS:  # two halves on two cores (scipy releases the GIL)
+            cut = len(xy) // 2
+            (i0, *r0), (i1, *r1) = thread_map(lambda ab: self._pairs(xy[ab[0]:ab[1]], tol),
+                                              [(0, cut), (cut, len(xy))])
+            return (np.concatenate([i0, i1 + cut]),
+                    *(np.concatenate([u, v]) for u, v in zip(r0, r1)))
+        return self._pairs(xy, tol)
+
+    def _pairs(self, xy: np.ndarray, tol: float):
         m = cKDTree(xy).sparse_distance_matrix(self.tree, tol + self.half + 1e-6,
                                                output_type="ndarray")
         i, j = m["i"].astype(np.int64), m["j"].astype(np.int64)
@@ -624,6 +680,17 @@ class SegmentIndex:
 
 #: sample points per k-d tree query (bounds the candidate pair arrays)
 _QUERY_CHUNK = 200_000
+
+
+def _pairs_in_chunks(index: SegmentIndex, xy: np.ndarray, tol: float):
+    """:meth:`SegmentIndex.pairs` over chunks of ``_QUERY_CHUNK`` points, concatenated."""
+    out = [index.pairs(xy[a:a + _QUERY_CHUNK], tol) for a in range(0, len(xy), _QUERY_CHUNK)]
+    if not out:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, np.zeros(0), np.zeros(0)
+    offs = np.arange(0, len(xy), _QUERY_CHUNK)
+    return (np.concatenate([o[0] + a for o, a in zip(out, offs)]),
+            *(np.concatenate([o[k] for o in out]) for k in (1, 2, 3)))
 
 
 def _cover_share(lines: np.ndarray, targets, tol: float, step: float) -> np.ndarray:
@@ -663,20 +730,24 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     rank[order] = np.arange(len(g))
     index = SegmentIndex(g, tol / 2)  # short segments keep the candidate radius tight
     n = np.int64(len(g))
-    # a duplicate has both ends within tol of higher-ranked lines (tested again below,
-    # against the covering lines only): lines failing that are never sampled
-    ends = np.concatenate([shapely.get_coordinates(shapely.get_point(g, 0)),
-                           shapely.get_coordinates(shapely.get_point(g, -1))])
-    ends_of = np.concatenate([np.arange(len(g)), np.arange(len(g))])
-    end_near = np.zeros(len(ends), bool)
-    for a in range(0, len(ends), _QUERY_CHUNK):
-        ei, es = index.pairs(ends[a:a + _QUERY_CHUNK], tol)[:2]
-        ei = ei + a
-        end_near[ei[rank[index.owner[es]] < rank[ends_of[ei]]]] = True
-    lines = np.flatnonzero(end_near[: len(g)] & end_near[len(g):])
-    if len(lines) == 0:
-        return {}
-    xy, li, _ = sample_lines(g[lines], min(settings.sample_step_m, tol), as_xy=True)
+    step = min(settings.sample_step_m, tol)
+    lines = np.arange(len(g))
+    if np.ceil(lengths / step).sum() > 4 * len(g):
+        # long lines (many samples each): a duplicate has both ends within tol of
+        # higher-ranked lines (tested again below, against the covering lines
+        # only), so lines failing that are not sampled. Short lines (dense
+        # networks) have few samples besides their ends: the test would not pay.
+        ends = np.concatenate(line_ends(g))
+        ends_of = np.concatenate([lines, lines])
+        end_near = np.zeros(len(ends), bool)
+        for a in range(0, len(ends), _QUERY_CHUNK):
+            ei, es = index.pairs(ends[a:a + _QUERY_CHUNK], tol)[:2]
+            ei = ei + a
+            end_near[ei[rank[index.owner[es]] < rank[ends_of[ei]]]] = True
+        lines = np.flatnonzero(end_near[: len(g)] & end_near[len(g):])
+        if len(lines) == 0:
+            return {}
+    xy, li, _ = sample_lines(g[lines], step, as_xy=True)
     li = lines[li]  # sample -> index into g (still ascending)
     covered = np.zeros(len(xy), bool)
     out: dict[int, str] = {}
@@ -726,8 +797,8 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
         cand = lo + np.flatnonzero(share >= settings.duplicate_min_cover)
         if len(cand) == 0:
             continue
-        ends = np.concatenate([shapely.get_point(g[cand], 0), shapely.get_point(g[cand], -1)])
-        ei, ej_seg = index.pairs(shapely.get_coordinates(ends), tol)[:2]
+        ends = np.concatenate(line_ends(g[cand]))
+        ei, ej_seg = index.pairs(ends, tol)[:2]
         ej = index.owner[ej_seg]
         owner = np.concatenate([cand, cand])[ei]
         ok = (rank[ej] < rank[owner]) & np.isin(owner.astype(np.int64) * n + ej, good)
@@ -755,13 +826,18 @@ def _node(reaches: gpd.GeoDataFrame, settings: st.Settings) -> gpd.GeoDataFrame:
     if len(g) == 0:
         return reaches
     # 1. T-junctions: an endpoint near another reach's interior splits that reach
-    ends = np.concatenate([shapely.get_point(g, 0), shapely.get_point(g, -1)])
+    exy = np.concatenate(line_ends(g))
     owner = np.concatenate([np.arange(len(g)), np.arange(len(g))])
-    tree = shapely.STRtree(g)
-    ei, gj = tree.query(ends, predicate="dwithin", distance=tol)
+    # ends within tol of other reaches, and where on them (the nearest point, as
+    # line_locate_point gives it: the smallest distance, ties to the earlier position)
+    index = SegmentIndex(g, 10 * max(tol, 1.0))
+    ei, sj, d, pos = _pairs_in_chunks(index, exy, tol)
+    gj = index.owner[sj]
     m = gj != owner[ei]
-    ei, gj = ei[m], gj[m]
-    pos = shapely.line_locate_point(g[gj], ends[ei])
+    ei, gj, d, pos = ei[m], gj[m], d[m], pos[m]
+    o = np.lexsort((pos, d, gj, ei))
+    o = o[np.r_[True, (ei[o][1:] != ei[o][:-1]) | (gj[o][1:] != gj[o][:-1])]] if len(o) else o
+    ei, gj, pos = ei[o], gj[o], pos[o]
     lengths = shapely.length(g)
     interior = (pos > tol) & (pos < lengths[gj] - tol)
     cuts: dict[int, list[float]] = {}
@@ -776,7 +852,9 @@ def _node(reaches: gpd.GeoDataFrame, settings: st.Settings) -> gpd.GeoDataFrame:
             piece = shapely.ops.substring(g[i], bounds[k], bounds[k + 1])
             if piece.geom_type == "LineString" and piece.length > 0:
                 rows.append((i, f"{ids[i]}.{k + 1}", piece))
-    uncut = np.setdiff1d(np.arange(len(g)), np.fromiter(cuts, int, count=len(cuts)))
+    is_cut = np.zeros(len(g), bool)
+    is_cut[np.fromiter(cuts, int, count=len(cuts))] = True
+    uncut = np.flatnonzero(~is_cut)
     src = np.concatenate([uncut, np.array([r[0] for r in rows], dtype=int)])
     order = np.argsort(src, kind="stable")  # keep input order, pieces in sequence
     src = src[order]
@@ -787,9 +865,7 @@ def _node(reaches: gpd.GeoDataFrame, settings: st.Settings) -> gpd.GeoDataFrame:
     out = out.set_geometry(gpd.GeoSeries(new_g, crs=reaches.crs).values)
     # 2. snap endpoints within tol into nodes
     g = _arr(out)
-    starts = shapely.get_coordinates(shapely.get_point(g, 0))
-    stops = shapely.get_coordinates(shapely.get_point(g, -1))
-    pts = np.vstack([starts, stops])
+    pts = np.vstack(line_ends(g))
     pairs = cKDTree(pts).query_pairs(tol, output_type="ndarray")
     n = len(pts)
     adj = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) \
@@ -834,7 +910,12 @@ def node_keys(xy: np.ndarray) -> np.ndarray:
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
-    return np.array([f"{v:016x}" for v in z.tolist()], dtype=object)
+    # 16 hex digits per key, built as bytes in numpy (a format string per node
+    # costs a second per million nodes)
+    shifts = np.arange(60, -4, -4, dtype=np.uint64)
+    nibbles = ((z[:, None] >> shifts) & np.uint64(15)).astype(np.uint8)
+    text = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)[nibbles]
+    return np.ascontiguousarray(text).view("S16").ravel().astype("U16").astype(object)
 
 
 # ---------------------------------------------------------------------------
@@ -990,8 +1071,7 @@ def orient_reaches(
     g = _arr(reaches)
     length = shapely.length(g)
     xy = np.zeros((len(nodes), 2))
-    xy[ui] = shapely.get_coordinates(shapely.get_point(g, 0))
-    xy[vi] = shapely.get_coordinates(shapely.get_point(g, -1))
+    xy[ui], xy[vi] = line_ends(g)
     deg = np.bincount(np.concatenate([ui, vi]), minlength=len(nodes))
     terminal = deg == 1
     end_kind = np.array([""] * len(nodes), dtype=object)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
+from pyproj import Transformer
 
 from . import settings as st
 
@@ -527,7 +528,12 @@ def analysis_crs_for(*layers: gpd.GeoDataFrame) -> str:
     for g in layers:
         if g is None or len(g) == 0:
             continue
-        b = g.to_crs(st.OUTPUT_CRS).total_bounds
+        b = g.total_bounds
+        if g.crs is not None and not g.crs.equals(st.OUTPUT_CRS) and np.isfinite(b).all():
+            # the bounds, not every vertex, are projected (densified edges catch the
+            # curvature): projecting a million lines just for their extent costs seconds
+            b = np.array(Transformer.from_crs(g.crs, st.OUTPUT_CRS, always_xy=True)
+                         .transform_bounds(*b, densify_pts=101))
         if np.isfinite(b).all():
             bounds.append(b)
     if not bounds:

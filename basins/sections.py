@@ -36,8 +36,8 @@ import shapely
 from scipy.spatial import cKDTree
 
 from . import settings as st
-from .network import (QA_COLUMNS, OrientedNetwork, point_segment_distance, reaches_from_graph,
-                      sample_lines, thread_map)
+from .network import (QA_COLUMNS, OrientedNetwork, line_ends, point_segment_distance,
+                      reaches_from_graph, sample_lines, thread_map)
 
 OUTSIDE = -1
 #: label of samples on virtual links across water bodies (county unknown there)
@@ -523,30 +523,49 @@ def _merge_equal(runs: list[Run]) -> list[Run]:
 
 
 def _smooth(runs: list[Run], settings, line: _Along | None = None) -> list[Run]:
-    """Absorb short runs into their neighbours (meanders, grazes, crossings)."""
+    """Absorb short runs into their neighbours (meanders, grazes, crossings).
+
+    Repeatedly the shortest short run (by extent, ties by position) goes: at an end
+    of the chain its neighbour takes its stretch; between two runs of one label the
+    three merge; between two different labels each takes half. Extents are kept in
+    a list and recomputed only for the runs a step changed.
+    """
     runs = _merge_equal(runs)
+    ext = [_extent(r, line) for r in runs]
+    lim = [(settings.min_boundary_run_m if r.is_pair else settings.min_run_m)
+           if r.a != VIRTUAL else -np.inf for r in runs]  # virtual runs never go
     while len(runs) > 1:
-        short = [i for i, r in enumerate(runs) if r.a != VIRTUAL and _short(r, settings, line)]
-        if not short:
+        best, i = np.inf, -1
+        for k, (e, m) in enumerate(zip(ext, lim)):
+            if e < m and e < best:
+                best, i = e, k
+        if i < 0:
             break
-        i = min(short, key=lambda k: (_extent(runs[k], line), k))
         r = runs[i]
         if i == 0:
             runs[1].start = r.start
-            del runs[0]
+            del runs[0], ext[0], lim[0]
+            ext[0] = _extent(runs[0], line)
         elif i == len(runs) - 1:
             runs[-2].end = r.end
-            del runs[-1]
+            del runs[-1], ext[-1], lim[-1]
+            ext[-1] = _extent(runs[-1], line)
         else:
             prev, nxt = runs[i - 1], runs[i + 1]
-            if prev.label == nxt.label:
+            del runs[i], ext[i], lim[i]
+            if prev.label == nxt.label:  # the three become one (as _merge_equal does)
                 prev.end = r.end
+                if nxt.is_pair and nxt.length > prev.length:
+                    prev.left, prev.right = nxt.left, nxt.right
+                prev.end = nxt.end
+                del runs[i], ext[i], lim[i]
+                ext[i - 1] = _extent(prev, line)
             else:
                 mid = (r.start + r.end) / 2
                 prev.end = mid
                 nxt.start = mid
-            del runs[i]
-        runs = _merge_equal(runs)
+                ext[i - 1] = _extent(prev, line)
+                ext[i] = _extent(nxt, line)
     return runs
 
 
@@ -559,8 +578,8 @@ def _smooth_network(chains: list[Chain], settings) -> None:
         by_v[c.v].append(c)
     # a single run spans its whole chain: its extent is the chord between the ends
     geoms = np.array([c.geometry for c in chains], dtype=object)
-    chord = shapely.distance(shapely.get_point(geoms, 0), shapely.get_point(geoms, -1)) \
-        if len(geoms) else np.zeros(0)
+    g0, g1 = line_ends(geoms) if len(geoms) else (np.zeros((0, 2)), np.zeros((0, 2)))
+    chord = np.hypot(*(g1 - g0).T)
     for c, ext in zip(chains, chord.tolist()):
         if len(c.runs) != 1 or c.runs[0].a == VIRTUAL:
             continue

@@ -71,6 +71,20 @@ def test_segment_index_any_within_matches_pairs(seed, tol, k):
     assert np.array_equal(got, want)
 
 
+def test_segment_index_pairs_on_two_threads_equal_one(monkeypatch):
+    import basins.network as network
+    rng = np.random.default_rng(5)
+    lines = _random_lines(rng, 30)
+    xy = rng.uniform(-2000, 12_000, (5000, 2))
+    idx = SegmentIndex(lines, 400.0)
+    one = idx.pairs(xy, 400.0)
+    monkeypatch.setattr(network, "_THREAD_MIN_POINTS", 100)
+    two = idx.pairs(xy, 400.0)
+    assert len(one[0]) > 1000
+    key = lambda r: sorted(zip(*(a.tolist() for a in r)))  # noqa: E731
+    assert key(one) == key(two)
+
+
 def test_segment_index_does_not_join_parts():
     # two parts far apart: no segment may run between them
     mls = shapely.multilinestrings([[(0, 0), (10, 0)], [(1000, 0), (1010, 0)]])
@@ -123,3 +137,85 @@ def test_medial_path_of_a_strip_is_its_centre_line():
     mid = (xy[:, 0] > 1000) & (xy[:, 0] < 19_000)
     assert np.allclose(xy[mid, 1], 400.0, atol=1.0)
     assert path.length > 18_500
+
+
+def _smooth_reference(runs, settings, line=None):
+    """The plain version of sections._smooth: rescan every run after every step."""
+    from basins.sections import VIRTUAL, _extent, _merge_equal, _short
+    runs = _merge_equal(runs)
+    while len(runs) > 1:
+        short = [i for i, r in enumerate(runs) if r.a != VIRTUAL and _short(r, settings, line)]
+        if not short:
+            break
+        i = min(short, key=lambda k: (_extent(runs[k], line), k))
+        r = runs[i]
+        if i == 0:
+            runs[1].start = r.start
+            del runs[0]
+        elif i == len(runs) - 1:
+            runs[-2].end = r.end
+            del runs[-1]
+        else:
+            prev, nxt = runs[i - 1], runs[i + 1]
+            if prev.label == nxt.label:
+                prev.end = r.end
+            else:
+                mid = (r.start + r.end) / 2
+                prev.end = mid
+                nxt.start = mid
+            del runs[i]
+        runs = _merge_equal(runs)
+    return runs
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), n=hs.integers(1, 60), meander=hs.booleans())
+def test_smooth_matches_the_plain_rescan(seed, n, meander):
+    from basins.sections import VIRTUAL, Run, _Along, _smooth
+    from basins.settings import DEFAULT
+    rng = np.random.default_rng(seed)
+    labels = [(0, -1), (1, -1), (0, 1), (2, -1), (1, 2), (VIRTUAL, -1)]
+    cuts = np.r_[0.0, np.sort(rng.uniform(0, 200_000, n - 1)), 200_000.0]
+    if rng.random() < 0.3:  # equal lengths: ties broken by position
+        cuts = np.linspace(0, 4000.0 * n, n + 1)
+    picks = rng.integers(0, len(labels), n)
+
+    def make():
+        out = []
+        for k in range(n):
+            a, b = labels[picks[k]]
+            r = Run(a, b, float(cuts[k]), float(cuts[k + 1]))
+            if b >= 0:
+                r.left, r.right = (a, b) if rng_l[k] else (b, a)
+            out.append(r)
+        return out
+    rng_l = rng.random(n) < 0.5
+    line = None
+    if meander:  # a zig-zag river: extents (chords) far shorter than lengths
+        x = np.linspace(0, 20_000, 400)
+        line = _Along(shapely.linestrings(np.column_stack([x, 9000 * np.sin(x / 700)])))
+        scale = line.cum[-1] / cuts[-1]
+        cuts = cuts * scale
+    got = _smooth(make(), DEFAULT, line)
+    want = _smooth_reference(make(), DEFAULT, line)
+    assert [(r.a, r.b, r.start, r.end, r.left, r.right) for r in got] == \
+        [(r.a, r.b, r.start, r.end, r.left, r.right) for r in want]
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1))
+def test_node_keys_are_the_hex_of_the_coordinate_hash(seed):
+    from basins.network import node_keys
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(-2e7, 2e7, (500, 2))
+    xy[:50] = np.round(xy[:50])  # whole metres, negative zero, the origin
+    xy[50] = [0.0, -0.0]
+    q = np.round(xy * 100).astype(np.int64).view(np.uint64)
+    want = []
+    for x, y in q.tolist():  # the splitmix64 mix, one node at a time in Python integers
+        m = (1 << 64) - 1
+        z = (x * 0x9E3779B97F4A7C15 + y) & m
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+        want.append(f"{z ^ (z >> 31):016x}")
+    assert node_keys(xy).tolist() == want
