@@ -182,13 +182,19 @@ def reaches_from_rivers(
     keep = np.isin(types, list(LINE_TYPES))
     r = r.iloc[np.flatnonzero(keep)]
     # repair invalid lines (self-touching is fine for lines; drop repeated points)
-    parts = r.explode(index_parts=True)
-    counts = parts.groupby(level=0).size()
-    part_no = parts.index.get_level_values(1).to_numpy()
-    multi = parts.index.get_level_values(0).map(counts).to_numpy() > 1
-    parts = parts.reset_index(drop=True)
-    parts["reach_id"] = np.where(multi, parts.reach_id + "-" + part_no.astype(str), parts.reach_id)
-    parts = parts[parts.geometry.geom_type == "LineString"].reset_index(drop=True)
+    if (shapely.get_type_id(_arr(r)) == 1).all():  # single LineStrings: nothing to explode
+        parts = r.reset_index(drop=True)
+    else:
+        parts = r.explode(index_parts=True)
+        counts = parts.groupby(level=0).size()
+        part_no = parts.index.get_level_values(1).to_numpy()
+        multi = parts.index.get_level_values(0).map(counts).to_numpy() > 1
+        parts = parts.reset_index(drop=True)
+        parts["reach_id"] = np.where(multi, parts.reach_id + "-" + part_no.astype(str),
+                                     parts.reach_id)
+    line = shapely.get_type_id(_arr(parts)) == 1
+    if not line.all():
+        parts = parts[line].reset_index(drop=True)
     parts["geometry"] = shapely.remove_repeated_points(_arr(parts), 0.0)
     rid_arr = parts.reach_id.to_numpy()  # plain array: .iat in loops costs 0.1 ms a call
     reasons: dict[str, str] = {}  # piece id -> exclusion reason
@@ -204,16 +210,16 @@ def reaches_from_rivers(
         reasons[rid] = "closed ring (lake shore or island bank), not a flow line"
         statuses[rid] = "excluded"
     alive = ~tiny & ~ring
+    shore = np.zeros(len(parts), bool)  # bank lines of water polygons
     # exact duplicates (same line, either direction)
-    norm = shapely.to_wkb(shapely.normalize(g))
-    first: dict[bytes, str] = {}
-    for i in np.flatnonzero(alive):
-        if norm[i] in first:
-            reasons[rid_arr[i]] = f"duplicate of {first[norm[i]]}"
-            statuses[rid_arr[i]] = "merged"
-            alive[i] = False
-        else:
-            first[norm[i]] = rid_arr[i]
+    idx = np.flatnonzero(alive)
+    code = pd.factorize(shapely.to_wkb(shapely.normalize(g[idx])))[0]  # hashed in C
+    _, first = np.unique(code, return_index=True)  # first line with each shape
+    dup = np.flatnonzero(first[code] != np.arange(len(idx)))
+    for i, f in zip(idx[dup].tolist(), idx[first[code[dup]]].tolist()):
+        reasons[rid_arr[i]] = f"duplicate of {rid_arr[f]}"
+        statuses[rid_arr[i]] = "merged"
+        alive[i] = False
     # shore lines along water polygon outlines
     # water polygons in the analysis CRS, repaired once for the shore test, the
     # centre lines and the links
@@ -225,14 +231,13 @@ def reaches_from_rivers(
                           settings.shore_tolerance_m)
         idx = np.flatnonzero(alive)
         cover = _cover_share(g[idx], wb, settings.shore_tolerance_m, settings.sample_step_m)
-        for i, c in zip(idx, cover):
-            if c >= settings.shore_min_cover:
-                reasons[rid_arr[i]] = "shore or bank line of a water polygon"
-                statuses[rid_arr[i]] = "excluded"
-                alive[i] = False
+        for i in idx[cover >= settings.shore_min_cover].tolist():
+            reasons[rid_arr[i]] = "shore or bank line of a water polygon"
+            statuses[rid_arr[i]] = "excluded"
+            alive[i] = False
+            shore[i] = True
     # double-line rivers: a centre line replaces the bank lines
-    shore_idx = [i for i in range(len(parts)) if reasons.get(rid_arr[i], "")
-                 .startswith("shore")]
+    shore_idx = np.flatnonzero(shore)
     extra, water_qa = _centrelines(wgeoms, water, parts.iloc[shore_idx], g[alive], crs,
                                    settings)
     # near duplicates (the same river digitised twice, e.g. hyd1_4l and hyd2_4l)
@@ -254,23 +259,36 @@ def reaches_from_rivers(
         kept = gpd.GeoDataFrame(pd.concat([kept, links], ignore_index=True), geometry="geometry",
                                 crs=crs)
     # QA rows for every input feature
-    pieces_by_row = kept.groupby("source_row").size().to_dict()
-    for rid, row in zip(parts.reach_id.tolist(), parts.source_row.tolist()):
-        if rid in reasons and int(row) not in pieces_by_row:
-            qa.setdefault(int(row), _qa_row("rivers", rid.split("-")[0], source, int(row),
-                                            statuses[rid], reasons[rid]))
-    river_ids = rivers.reach_id.to_numpy()
-    for i, row in enumerate(rivers.source_row.to_numpy()):
-        if int(row) in qa:
-            continue
-        n = pieces_by_row.get(int(row), 0)
-        if n == 0:
-            qa[int(row)] = _qa_row("rivers", river_ids[i], source, int(row),
-                                   "excluded", "no usable line part")
-            continue
-        qa[int(row)] = _qa_row("rivers", river_ids[i], source, int(row), "used",
-                               "" if n == 1 else f"split into {n} reaches")
-    qa_df = pd.DataFrame([qa[k] for k in sorted(qa)] + water_qa, columns=QA_COLUMNS)
+    # (columnar: a dict per row costs seconds on a million reaches)
+    pieces = kept.source_row.value_counts()
+    part_rows = parts.source_row.to_numpy().astype(np.int64)
+    why = pd.Series(rid_arr, dtype=object).map(reasons).to_numpy(dtype=object)
+    gone = ~pd.isna(why) & ~np.isin(part_rows, pieces.index.to_numpy().astype(np.int64))
+    gone &= ~np.isin(part_rows, np.fromiter(qa, np.int64, count=len(qa)))
+    gi = np.flatnonzero(gone)
+    _, firsts = np.unique(part_rows[gi], return_index=True)  # the first part of each row
+    gi = gi[firsts]
+    lost = pd.DataFrame({"layer": "rivers",
+                         "feature_id": [x.split("-")[0] for x in rid_arr[gi].tolist()],
+                         "source": source, "source_row": part_rows[gi],
+                         "status": [statuses[x] for x in rid_arr[gi].tolist()],
+                         "reason": why[gi]}, columns=QA_COLUMNS)
+    rows = rivers.source_row.to_numpy().astype(np.int64)
+    done = np.isin(rows, np.r_[np.fromiter(qa, np.int64, count=len(qa)), part_rows[gi]])
+    n = pieces.reindex(rows, fill_value=0).to_numpy()
+    reason = np.where(n == 0, "no usable line part", "").astype(object)
+    many = np.flatnonzero(n > 1)
+    reason[many] = [f"split into {k} reaches" for k in n[many].tolist()]
+    rest = pd.DataFrame({"layer": "rivers", "feature_id": rivers.reach_id.to_numpy(),
+                         "source": source, "source_row": rows,
+                         "status": np.where(n == 0, "excluded", "used"), "reason": reason},
+                        columns=QA_COLUMNS)[~done]
+    early = pd.DataFrame([qa[k] for k in qa], columns=QA_COLUMNS)
+    river_qa = pd.concat([early.assign(_k=np.fromiter(qa, np.int64, count=len(qa))),
+                          lost.assign(_k=part_rows[gi]), rest.assign(_k=rows[~done])],
+                         ignore_index=True).sort_values("_k", kind="stable")
+    qa_df = pd.concat([river_qa.drop(columns="_k"), pd.DataFrame(water_qa, columns=QA_COLUMNS)],
+                      ignore_index=True)
     return kept.reset_index(drop=True), qa_df
 
 
@@ -610,7 +628,8 @@ class SegmentIndex:
         self.start_pos = cum - self.length - np.repeat(line_base, np.diff(np.r_[np.flatnonzero(
             first), len(same)]))
         self.half = float(self.length.max()) / 2 if len(same) else 0.0
-        self.tree = cKDTree((self.a + self.b) / 2) if len(same) else None
+        # unbalanced: built in half the time, queried as fast (exact either way)
+        self.tree = cKDTree((self.a + self.b) / 2, balanced_tree=False) if len(same) else None
 
     def __len__(self) -> int:
         return len(self.a)
@@ -645,7 +664,7 @@ class SegmentIndex:
         return self._pairs(xy, tol)
 
     def _pairs(self, xy: np.ndarray, tol: float):
-        m = cKDTree(xy).sparse_distance_matrix(self.tree, tol + self.half + 1e-6,
+        m = cKDTree(xy, balanced_tree=False).sparse_distance_matrix(self.tree, tol + self.half + 1e-6,
                                                output_type="ndarray")
         i, j = m["i"].astype(np.int64), m["j"].astype(np.int64)
         d, t = point_segment_distance(xy[i], self.a[j], self.b[j], with_t=True)
@@ -755,7 +774,11 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     # lines complete; chunking bounds the candidate arrays in dense networks
     # chunks of whole lines holding at most _DUP_CHUNK_PAIRS candidate pairs: dense
     # networks have hundreds of lines within the tolerance of every sample
-    per_line = np.bincount(li, weights=index.count(xy, tol), minlength=len(g))[lines]
+    # candidate counts of every k-th sample, scaled, size the chunks: an estimate is
+    # enough (it bounds memory, not the result: each chunk decides its own lines)
+    k = max(1, len(xy) // 50_000)
+    per_line = np.bincount(li[::k], weights=index.count(xy[::k], tol) * float(k),
+                           minlength=len(g))[lines]
     before = np.cumsum(per_line) - per_line
     chunk = (before // _DUP_CHUNK_PAIRS).astype(np.int64)
     first_lines = lines[np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1]])]
@@ -866,7 +889,7 @@ def _node(reaches: gpd.GeoDataFrame, settings: st.Settings) -> gpd.GeoDataFrame:
     # 2. snap endpoints within tol into nodes
     g = _arr(out)
     pts = np.vstack(line_ends(g))
-    pairs = cKDTree(pts).query_pairs(tol, output_type="ndarray")
+    pairs = cKDTree(pts, balanced_tree=False).query_pairs(tol, output_type="ndarray")
     n = len(pts)
     adj = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) \
         if len(pairs) else sparse.coo_matrix((n, n))
@@ -1064,10 +1087,10 @@ def orient_reaches(
     if orientation == "auto":
         strategy = "dem" if dem is not None else "outlets"
     crs = reaches.crs
-    nodes = pd.unique(np.concatenate([reaches.u.to_numpy(), reaches.v.to_numpy()]))
-    nid = {k: i for i, k in enumerate(nodes)}
-    ui = reaches.u.map(nid).to_numpy()
-    vi = reaches.v.map(nid).to_numpy()
+    # node codes in order of first appearance (as pd.unique), without a dict lookup per reach
+    codes, nodes = pd.factorize(np.concatenate([reaches.u.to_numpy(), reaches.v.to_numpy()]))
+    nodes = np.asarray(nodes, dtype=object)
+    ui, vi = codes[: len(reaches)], codes[len(reaches):]
     g = _arr(reaches)
     length = shapely.length(g)
     xy = np.zeros((len(nodes), 2))
@@ -1114,6 +1137,8 @@ def orient_reaches(
         opts = shapely.get_coordinates(_arr(outlets.to_crs(crs)))
         d, k = cKDTree(xy).query(opts)
         user_out[k[d <= settings.outlet_snap_m]] = True
+    is_end = np.isin(end_kind, ("edge", "lake"))
+    is_inland = end_kind == "inland"
     by_comp = np.argsort(comp, kind="stable")  # members of each component, no O(n²) scans
     bounds = np.searchsorted(comp[by_comp], np.arange(ncomp + 1))
     for c in range(ncomp):
@@ -1123,10 +1148,10 @@ def orient_reaches(
         if user_out[members].any():
             is_outlet[members[user_out[members]]] = True
             continue
-        ends = members[np.isin(end_kind[members], ("edge", "lake"))]
+        ends = members[is_end[members]]
         if strategy == "dem":
             z = elev[ends]
-            inland = members[end_kind[members] == "inland"]
+            inland = members[is_inland[members]]
             zi = elev[inland]
             low_inland = inland[np.nanargmin(zi)] if np.isfinite(zi).any() else None
             # candidates: ends at the coast or study edge, and an inland end at sea level

@@ -51,7 +51,7 @@ SECTION_COLUMNS = [
 ]
 
 
-@dataclass
+@dataclass(slots=True)
 class Run:
     """A stretch of one chain with one label: a county, or a border pair."""
 
@@ -75,7 +75,7 @@ class Run:
         return self.end - self.start
 
 
-@dataclass
+@dataclass(slots=True)
 class Chain:
     """Reaches in flow order between two junctions or ends of the network."""
 
@@ -205,27 +205,42 @@ def chains_from_reaches(edges: gpd.GeoDataFrame) -> list[Chain]:
     t_idx = np.flatnonzero(through)
     through[t_idx] = river[in_edge[t_idx]] == river[out_edge[t_idx]]
     nxt = np.where(through[vi], out_edge[vi], -1)
-    used = np.zeros(n_e, bool)
-    seqs: list[list[int]] = []
-
-    def walk(e: int) -> None:
-        seq = [e]
-        used[e] = True
-        while nxt[e] >= 0 and not used[nxt[e]]:
-            e = int(nxt[e])
+    # chains by pointer jumping (numpy, log2 of the longest chain in passes):
+    # every reach finds the first reach of its chain and its position in it
+    prv = np.full(n_e, -1)
+    prv[nxt[nxt >= 0]] = np.flatnonzero(nxt >= 0)
+    head = np.where(prv < 0, np.arange(n_e), prv)
+    depth = (prv >= 0).astype(np.int64)
+    for _ in range(int(np.ceil(np.log2(max(n_e, 2)))) + 1):  # enough for a chain of n_e
+        more = prv[head] >= 0
+        if not more.any():
+            break
+        depth = np.where(more, depth + depth[head], depth)
+        head = np.where(more, head[head], head)
+    # reaches whose predecessors run round in a circle have no first reach: closed
+    # loops of through-nodes, walked one by one (rare)
+    looped = prv[head] >= 0
+    order_e = np.lexsort((depth, head))
+    order_e = order_e[~looped[order_e]]
+    starts = np.flatnonzero(np.r_[True, head[order_e][1:] != head[order_e][:-1]]) \
+        if len(order_e) else np.zeros(0, dtype=np.int64)
+    seq_len = np.diff(np.r_[starts, len(order_e)]).tolist()
+    loops: list[list[int]] = []
+    used = ~looped
+    for e in np.flatnonzero(looped).tolist():
+        if not used[e]:
+            seq = [e]
             used[e] = True
-            seq.append(e)
-        seqs.append(seq)
-
-    for e in np.flatnonzero(~through[ui]).tolist():
-        if not used[e]:
-            walk(e)
-    for e in range(n_e):  # closed loops of through-nodes
-        if not used[e]:
-            walk(e)
-    # geometry of every chain at once
-    flat = np.fromiter((e for seq in seqs for e in seq), int, count=n_e)
-    chain_of = np.repeat(np.arange(len(seqs)), [len(q) for q in seqs])
+            while nxt[e] >= 0 and not used[nxt[e]]:
+                e = int(nxt[e])
+                used[e] = True
+                seq.append(e)
+            loops.append(seq)
+    # geometry of every chain at once; chain k is flat[bounds[k]:bounds[k + 1]]
+    flat = np.concatenate([order_e] + [np.array(q) for q in loops]).astype(np.int64)
+    seq_len = np.array(seq_len + [len(q) for q in loops], dtype=np.int64)
+    n_chains = len(seq_len)
+    chain_of = np.repeat(np.arange(n_chains), seq_len)
     first = np.ones(n_e, bool)
     first[1:] = chain_of[1:] != chain_of[:-1]
     coords, _ = shapely.get_coordinates(geoms, return_index=True)
@@ -238,7 +253,7 @@ def chains_from_reaches(edges: gpd.GeoDataFrame) -> list[Chain]:
     lengths = shapely.length(geoms[flat])
     csum = np.cumsum(lengths)
     chain_start = np.flatnonzero(first)
-    before = np.repeat(csum[chain_start] - lengths[chain_start], [len(q) for q in seqs])
+    before = np.repeat(csum[chain_start] - lengths[chain_start], seq_len)
     offsets_all = csum - lengths - before
     # a chain's name: the most common non-empty name of its reaches (most chains
     # have one name throughout: decided with arrays, the vote only for the others)
@@ -253,20 +268,23 @@ def chains_from_reaches(edges: gpd.GeoDataFrame) -> list[Chain]:
         np.zeros(n_e, bool)
     has_virtual = bool(virtual.any())
     chains: list[Chain] = []
-    pos = 0
-    for cid, seq in enumerate(seqs):
-        k = len(seq)
+    flat_keys = [keys[e] for e in flat.tolist()]
+    chain_u = names[ui[flat[chain_start]]].tolist()
+    chain_v = names[vi[flat[np.r_[chain_start[1:], n_e] - 1]]].tolist()
+    chain_name = runiq[lo_c].tolist()
+    bounds = np.r_[chain_start, n_e].tolist()
+    for cid in range(n_chains):
+        p0, p1 = bounds[cid], bounds[cid + 1]
         if uniform[cid]:
-            name = runiq[lo_c[cid]]
+            name = chain_name[cid]
         else:
-            named = [r for r in river[seq] if r]
+            named = [r for r in river[flat[p0:p1]] if r]
             name = max(set(named), key=lambda r: (named.count(r), r)) if named else ""
-        offs = offsets_all[pos:pos + k]
-        spans = [(float(offs[j]), float(offs[j] + lengths[pos + j]))
-                 for j in np.flatnonzero(virtual[seq]).tolist()] if has_virtual else []
-        chains.append(Chain(cid, names[ui[seq[0]]], names[vi[seq[-1]]], [keys[e] for e in seq],
-                            offs, lines[cid], name, virtual=spans))
-        pos += k
+        offs = offsets_all[p0:p1]
+        spans = [(float(offs[j]), float(offs[j] + lengths[p0 + j]))
+                 for j in np.flatnonzero(virtual[flat[p0:p1]]).tolist()] if has_virtual else []
+        chains.append(Chain(cid, chain_u[cid], chain_v[cid], flat_keys[p0:p1], offs, lines[cid],
+                            name, virtual=spans))
     return chains
 
 
@@ -443,23 +461,26 @@ def _runs_for_chains(chains, counties_g, settings):
                                   settings.boundary_tolerance_m)
     else:
         votes = np.zeros(len(pts))
+    # raw runs: stretches of equal labels along each chain, in arrays; a run ends
+    # half-way between its last sample and the next run's first
     brk = np.flatnonzero(np.r_[True, (li[1:] != li[:-1]) | (a[1:] != a[:-1]) | (b[1:] != b[:-1])])
-    ends = np.r_[brk[1:], len(pts)]
+    last = np.r_[brk[1:], len(pts)] - 1
     vote_sum = np.add.reduceat(votes, brk) if len(brk) else np.zeros(0)
-    per_chain: dict[int, list] = defaultdict(list)
-    for s0, e0, v in zip(brk, ends, vote_sum):
-        per_chain[int(li[s0])].append((int(a[s0]), int(b[s0]), s0, e0 - 1, float(v)))
-    for c in chains:
-        raw = per_chain[c.cid]
-        runs = []
-        L = c.geometry.length
-        for k, (ra, rb, s0, e1, v) in enumerate(raw):
-            start = 0.0 if k == 0 else (dist[s0 - 1] + dist[s0]) / 2
-            end = L if k == len(raw) - 1 else (dist[e1] + dist[e1 + 1]) / 2
-            run = Run(ra, rb, start, end)
-            if rb >= 0:
-                run.left, run.right = (ra, rb) if v >= 0 else (rb, ra)
-            runs.append(run)
+    chain_of = li[brk]
+    first_of_chain = np.r_[True, chain_of[1:] != chain_of[:-1]]
+    last_of_chain = np.r_[chain_of[1:] != chain_of[:-1], True]
+    lengths = shapely.length(geoms)
+    r_start = np.where(first_of_chain, 0.0, (dist[brk - 1] + dist[brk]) / 2)
+    r_end = np.where(last_of_chain, lengths[chain_of],
+                     (dist[last] + dist[np.minimum(last + 1, len(pts) - 1)]) / 2)
+    ra, rb = a[brk], b[brk]
+    left = np.where(rb >= 0, np.where(vote_sum >= 0, ra, rb), -1)
+    right = np.where(rb >= 0, np.where(vote_sum >= 0, rb, ra), -1)
+    bounds = np.r_[np.flatnonzero(first_of_chain), len(brk)].tolist()
+    rows = list(zip(ra.tolist(), rb.tolist(), r_start.tolist(), r_end.tolist(), left.tolist(),
+                    right.tolist()))
+    for k, c in enumerate(chains):  # samples come chain by chain, in chain order
+        runs = [Run(*row) for row in rows[bounds[k]:bounds[k + 1]]]
         c.runs = _smooth(runs, settings, _Along(c.geometry)) if len(runs) > 1 else runs
 
 
@@ -571,20 +592,24 @@ def _smooth(runs: list[Run], settings, line: _Along | None = None) -> list[Run]:
 
 def _smooth_network(chains: list[Chain], settings) -> None:
     """A chain too short to hold its own label takes its neighbours' label."""
-    by_u: dict[str, list[Chain]] = defaultdict(list)
-    by_v: dict[str, list[Chain]] = defaultdict(list)
-    for c in chains:
-        by_u[c.u].append(c)
-        by_v[c.v].append(c)
-    # a single run spans its whole chain: its extent is the chord between the ends
+    # a single run spans its whole chain: its extent is the chord between the ends;
+    # only chains of one short run are candidates (decided up front: a chain's own
+    # runs change only at its own turn)
     geoms = np.array([c.geometry for c in chains], dtype=object)
     g0, g1 = line_ends(geoms) if len(geoms) else (np.zeros((0, 2)), np.zeros((0, 2)))
-    chord = np.hypot(*(g1 - g0).T)
-    for c, ext in zip(chains, chord.tolist()):
-        if len(c.runs) != 1 or c.runs[0].a == VIRTUAL:
-            continue
-        if ext >= (settings.min_boundary_run_m if c.runs[0].is_pair else settings.min_run_m):
-            continue
+    chord = np.hypot(*(g1 - g0).T).tolist()
+    cand = [c for c, ext in zip(chains, chord)
+            if len(c.runs) == 1 and c.runs[0].a != VIRTUAL
+            and ext < (settings.min_boundary_run_m if c.runs[0].b >= 0 else settings.min_run_m)]
+    need = {c.v for c in cand} | {c.u for c in cand}
+    by_u: dict[str, list[Chain]] = defaultdict(list)
+    by_v: dict[str, list[Chain]] = defaultdict(list)
+    for c in chains:  # neighbours of the candidates only, in chain order
+        if c.u in need:
+            by_u[c.u].append(c)
+        if c.v in need:
+            by_v[c.v].append(c)
+    for c in cand:
         r = c.runs[0]
         down = {d.runs[0].label for d in by_u[c.v] if d.runs}
         up = {p.runs[-1].label for p in by_v[c.u] if p.runs}
@@ -809,12 +834,13 @@ def _boundary_frame(chains: list[Chain], cty, crs) -> gpd.GeoDataFrame:
 
     last_of = {(c.cid): i for i, (c, k, r) in enumerate(pieces) if k == len(c.runs) - 1}
     first_of = {(c.cid): i for i, (c, k, r) in enumerate(pieces) if k == 0}
+    ending = [c for c in chains if c.cid in last_of]  # chains ending on a border
+    need = {c.v for c in ending}
     by_u = defaultdict(list)
     for c in chains:
-        by_u[c.u].append(c)
-    for c in chains:
-        if c.cid not in last_of:
-            continue
+        if c.u in need:
+            by_u[c.u].append(c)
+    for c in ending:
         i = last_of[c.cid]
         for d in by_u[c.v]:
             j = first_of.get(d.cid)
@@ -918,10 +944,15 @@ def _qa_frame(qa, reaches, sections, cty, usable, counties_in) -> pd.DataFrame:
     if len(base) and len(by_row):
         flag = base.source_row.map(by_row)
         hit = (base.layer == "rivers") & (base.status == "used") & flag.notna()
-        base.loc[hit, "status"] = "flagged"
-        base.loc[hit, "reason"] = [
-            "; ".join(x for x in (a, b) if x)
-            for a, b in zip(base.reason[hit].tolist(), flag[hit].tolist())]
+        h = np.flatnonzero(hit.to_numpy())
+        # whole columns replaced: assigning into a text column row by row (.loc) costs
+        # about a second per 300k rows
+        status = base.status.to_numpy(dtype=object).copy()
+        reason = base.reason.to_numpy(dtype=object).copy()
+        status[h] = "flagged"
+        had, add = reason[h], flag.to_numpy(dtype=object)[h]  # flags are never empty
+        reason[h] = np.where(had == "", add, had + "; " + add)
+        base["status"], base["reason"] = status, reason
     rows: list[dict] = []
     source = counties_in.attrs.get("source", "counties")
     party = defaultdict(int)

@@ -219,3 +219,83 @@ def test_node_keys_are_the_hex_of_the_coordinate_hash(seed):
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
         want.append(f"{z ^ (z >> 31):016x}")
     assert node_keys(xy).tolist() == want
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), n=hs.integers(1, 80), loops=hs.integers(0, 3))
+def test_chains_partition_the_reaches_and_break_only_where_they_must(seed, n, loops):
+    # random oriented trees plus closed rings of through-nodes: chains cover every
+    # reach once, join end to start, pass only through 1-in/1-out nodes of one
+    # river name, stop everywhere else, and come in order of their first reach
+    from collections import Counter
+
+    import geopandas as gpd
+
+    from basins.sections import chains_from_reaches
+    rng = np.random.default_rng(seed)
+    rows = [(k + 1, int(rng.integers(0, k + 1)) if k else 0) for k in range(n)]
+    top = n + 1
+    for _ in range(loops):  # a ring of 2-4 reaches
+        m = int(rng.integers(2, 5))
+        rows += [(top + i, top + (i + 1) % m) for i in range(m)]
+        top += m
+    xy = {node: (float(node % 97) * 1000, float(node // 97) * 1000 + node * 0.5)
+          for node in range(top)}
+    names = rng.choice(["a", "b", ""], len(rows)).tolist()
+    geoms = [shapely.linestrings([xy[u], (xy[u][0] + 300, xy[u][1] + 300), xy[v]])
+             for u, v in rows]
+    ids = [f"R{i:03d}" for i in range(len(rows))]
+    edges = gpd.GeoDataFrame({"reach_id": ids, "u": [str(u) for u, _ in rows],
+                              "v": [str(v) for _, v in rows], "river": names},
+                             geometry=geoms, crs="EPSG:3857")
+    chains = chains_from_reaches(edges)
+    seen = Counter(r for c in chains for r in c.reach_ids)
+    assert sorted(seen) == ids and set(seen.values()) == {1}
+    indeg = Counter(str(v) for _, v in rows)
+    outdeg = Counter(str(u) for u, _ in rows)
+    by_id = dict(zip(ids, zip(edges.u, edges.v, names)))
+
+    def through(node, name_in, name_out):
+        return indeg[node] == 1 and outdeg[node] == 1 and name_in == name_out
+    firsts = []
+    for c in chains:
+        seq = [by_id[r] for r in c.reach_ids]
+        for (_, v0, n0), (u1, _, n1) in zip(seq, seq[1:]):
+            assert v0 == u1 and through(v0, n0, n1)
+        assert c.u == seq[0][0] and c.v == seq[-1][1]
+        closed = c.u == c.v and through(c.u, seq[-1][2], seq[0][2])
+        into = [r for r in ids if by_id[r][1] == c.u]
+        if not closed:  # an open chain starts where it must
+            assert not (len(into) == 1 and through(c.u, by_id[into[0]][2], seq[0][2]))
+        out = [r for r in ids if by_id[r][0] == c.v]
+        if not closed:  # ... and stops where it must
+            assert not (len(out) == 1 and through(c.v, seq[-1][2], by_id[out[0]][2]))
+        assert abs(c.geometry.length - sum(shapely.length(geoms[ids.index(r)])
+                                           for r in c.reach_ids)) < 1e-6
+        if not closed:
+            firsts.append(ids.index(c.reach_ids[0]))
+    assert firsts == sorted(firsts)
+
+
+@hsettings(max_examples=8, deadline=None)
+@given(seed=hs.integers(0, 999), chunk=hs.integers(20, 5000))
+def test_near_duplicates_do_not_depend_on_chunking(seed, chunk):
+    # chunks of whole lines bound memory; each decides its own lines, so any chunk
+    # size gives the same duplicates (copies shifted 150 m, within the tolerance)
+    import basins.network as network
+    from basins.settings import DEFAULT
+    b = make_basin(seed=seed)
+    g = np.asarray(b.rivers.geometry.array, dtype=object)
+    copies = shapely.transform(g[:5], lambda xy: xy + [150.0, 0.0])
+    lines = np.concatenate([g, copies])
+    ids = np.array([f"L{i}" for i in range(len(lines))], dtype=object)
+    whole = network._near_duplicates(lines, ids, DEFAULT)
+    old = network._DUP_CHUNK_PAIRS
+    try:
+        network._DUP_CHUNK_PAIRS = chunk
+        parts = network._near_duplicates(lines, ids, DEFAULT)
+    finally:
+        network._DUP_CHUNK_PAIRS = old
+    assert parts == whole
+    for k in range(5):  # one of each original and its copy goes
+        assert (k in whole) != (len(g) + k in whole)
