@@ -106,6 +106,63 @@ def line_ends(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return start, stop
 
 
+def points_in_polygons(xy: np.ndarray, polys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (point, polygon) where the point lies inside or on the polygon.
+
+    Like ``STRtree(points).query(polys, predicate="intersects")`` but without
+    shapely Point objects (a million of them cost seconds): candidate pairs come
+    from a grid of the polygons' bounding boxes in numpy, and are tested with
+    :func:`shapely.intersects_xy` on prepared polygons, on two threads.
+
+    Returns
+    -------
+    point, polygon
+        Index arrays, sorted by polygon then point.
+    """
+    z = np.zeros(0, dtype=np.int64)
+    if len(xy) == 0 or len(polys) == 0:
+        return z, z
+    ok = np.flatnonzero(~(shapely.is_missing(polys) | shapely.is_empty(polys)))
+    if len(ok) == 0:
+        return z, z
+    b = shapely.bounds(polys[ok])
+    cell = max(float(np.median(np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))) / 2, 1e-9)
+    lo = np.minimum(b[:, :2].min(axis=0), xy.min(axis=0))
+    # cells each polygon's box covers (a box far larger than the cell registers in
+    # many cells: fine for counties, whose sizes vary by tens, not thousands)
+    c0 = np.floor((b[:, :2] - lo) / cell).astype(np.int64)
+    c1 = np.floor((b[:, 2:] - lo) / cell).astype(np.int64)
+    ncol = int(max(c1[:, 1].max(), np.floor((xy[:, 1] - lo[1]) / cell).max())) + 1
+    nx, ny = c1[:, 0] - c0[:, 0] + 1, c1[:, 1] - c0[:, 1] + 1
+    reps = nx * ny
+    owner = np.repeat(np.arange(len(ok)), reps)
+    k = np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
+    cells = (c0[owner, 0] + k // ny[owner]) * ncol + c0[owner, 1] + k % ny[owner]
+    o = np.argsort(cells, kind="stable")
+    cells, owner = cells[o], owner[o]
+    pc = np.floor((xy - lo) / cell).astype(np.int64)
+    pkey = pc[:, 0] * ncol + pc[:, 1]
+    start = np.searchsorted(cells, pkey, side="left")
+    count = np.searchsorted(cells, pkey, side="right") - start
+    pi = np.repeat(np.arange(len(xy)), count)
+    ci = owner[np.repeat(start, count) + np.arange(int(count.sum()))
+               - np.repeat(np.cumsum(count) - count, count)]
+    x, y = xy[pi, 0], xy[pi, 1]
+    inbox = (x >= b[ci, 0]) & (x <= b[ci, 2]) & (y >= b[ci, 1]) & (y <= b[ci, 3])
+    pi, ci = pi[inbox], ci[inbox]
+    g = polys[ok]
+    shapely.prepare(g)
+
+    def test(ix):
+        return shapely.intersects_xy(g[ci[ix]], xy[pi[ix], 0], xy[pi[ix], 1])
+    halves = np.array_split(np.arange(len(pi)), 2) if len(pi) >= 2 * _THREAD_MIN_POINTS \
+        else [np.arange(len(pi))]
+    hit = np.concatenate(thread_map(test, halves)) if len(pi) else np.zeros(0, bool)
+    pi, ci = pi[hit], ok[ci[hit]]
+    o = np.lexsort((pi, ci))
+    return pi[o], ci[o]
+
+
 def point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray, with_t: bool = False):
     """Distance from each point ``p`` to the segment ``a``-``b`` (arrays of shape (n, 2)).
 
@@ -951,11 +1008,9 @@ def _edge_ends(xy: np.ndarray, counties: gpd.GeoDataFrame, tol: float) -> np.nda
     k = 16
     ang = np.linspace(0, 2 * np.pi, k, endpoint=False)
     ring = xy[:, None, :] + tol * np.stack([np.cos(ang), np.sin(ang)], axis=1)[None, :, :]
-    probes = shapely.points(np.vstack([xy, ring.reshape(-1, 2)]))
-    tree = shapely.STRtree(_arr(counties)[~counties.geometry.isna().to_numpy()])
+    probes = np.vstack([xy, ring.reshape(-1, 2)])
     hit = np.zeros(len(probes), bool)
-    pi, _ = tree.query(probes, predicate="intersects")
-    hit[pi] = True
+    hit[points_in_polygons(probes, _arr(counties))[0]] = True
     centre_out = ~hit[: len(xy)]
     ring_out = (~hit[len(xy):]).reshape(len(xy), k).sum(axis=1)
     return centre_out | (ring_out >= 2)

@@ -37,7 +37,7 @@ from scipy.spatial import cKDTree
 
 from . import settings as st
 from .network import (QA_COLUMNS, OrientedNetwork, line_ends, point_segment_distance,
-                      reaches_from_graph, sample_lines, thread_map)
+                      points_in_polygons, reaches_from_graph, sample_lines, thread_map)
 
 OUTSIDE = -1
 #: label of samples on virtual links across water bodies (county unknown there)
@@ -291,7 +291,7 @@ def chains_from_reaches(edges: gpd.GeoDataFrame) -> list[Chain]:
 # ---------------------------------------------------------------------------
 # labelling
 # ---------------------------------------------------------------------------
-def _near_segments(pts: np.ndarray, counties: np.ndarray, tol: float):
+def _near_segments(xy: np.ndarray, counties: np.ndarray, tol: float):
     """Two-point segments of the county outlines that may lie within ``tol`` of a point.
 
     County outlines have millions of vertices, and a river passes near few of
@@ -311,7 +311,6 @@ def _near_segments(pts: np.ndarray, counties: np.ndarray, tol: float):
     rings = shapely.segmentize(rings, tol)
     coords, ridx = shapely.get_coordinates(rings, return_index=True)
     same = np.flatnonzero(ridx[1:] == ridx[:-1])
-    xy = shapely.get_coordinates(pts)
     if len(xy) == 0 or len(same) == 0:
         return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, dtype=int)
     cell = 2.0 * tol
@@ -339,14 +338,16 @@ def _near_segments(pts: np.ndarray, counties: np.ndarray, tol: float):
     return coords[same], coords[same + 1], owner_part[ring_part[ridx[same]]]
 
 
-def _label_samples(pts: np.ndarray, counties: np.ndarray, tol: float):
-    """Nearest and second-nearest county within ``tol`` of each point (-1 when none)."""
+def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float):
+    """Nearest and second-nearest county within ``tol`` of each point (-1 when none).
+
+    ``xy`` is an (n, 2) array of coordinates in the counties' CRS.
+    """
     # inside: distance 0; near: distance to the county's outline, cut into short
     # segments so each distance is cheap (county outlines have thousands of vertices)
     # query polygons against a tree of points: each polygon is prepared once
-    cin, pin = shapely.STRtree(pts).query(counties, predicate="intersects")
-    sa, sb, seg_owner = _near_segments(pts, counties, tol)
-    xy = shapely.get_coordinates(pts)
+    pin, cin = points_in_polygons(xy, counties)
+    sa, sb, seg_owner = _near_segments(xy, counties, tol)
     # candidate pairs: segment midpoints within tol + half the longest segment of a
     # point (k-d trees, no geometry objects); then exact distances in numpy
     if len(sa) and len(xy):
@@ -378,8 +379,8 @@ def _label_samples(pts: np.ndarray, counties: np.ndarray, tol: float):
     pi, ci = key // max(len(counties), 1), key % max(len(counties), 1)
     order = np.lexsort((ci, d, pi))
     pi, ci, d = pi[order], ci[order], d[order]
-    first = np.full(len(pts), -1)
-    second = np.full(len(pts), -1)
+    first = np.full(len(xy), -1)
+    second = np.full(len(xy), -1)
     if len(pi):
         starts = np.flatnonzero(np.r_[True, pi[1:] != pi[:-1]])
         first[pi[starts]] = ci[starts]
@@ -392,7 +393,7 @@ def _label_samples(pts: np.ndarray, counties: np.ndarray, tol: float):
     return a, b
 
 
-def _side_votes(pts, tangents, a, b, counties, tol) -> np.ndarray:
+def _side_votes(xy, tangents, a, b, counties, tol) -> np.ndarray:
     """Positive where county ``a`` lies to the left of the flow direction.
 
     Probes at ``tol / 2`` and ``tol`` to each side of the river: +1 for each probe
@@ -402,7 +403,6 @@ def _side_votes(pts, tangents, a, b, counties, tol) -> np.ndarray:
     from the probes to the two counties vote instead.
     """
     normal = np.column_stack([-tangents[:, 1], tangents[:, 0]])
-    xy = shapely.get_coordinates(pts)
     shapely.prepare(counties)
     ga, gb = counties[a], counties[b]
     votes = np.zeros(len(xy))
@@ -438,8 +438,8 @@ def _runs_for_chains(chains, counties_g, settings):
     if len(geoms) == 0:
         return
     step = settings.sample_step_m
-    pts, li, dist = sample_lines(geoms, step)
-    a, b = _label_samples(pts, counties_g, settings.boundary_tolerance_m)
+    xy, li, dist = sample_lines(geoms, step, as_xy=True)
+    a, b = _label_samples(xy, counties_g, settings.boundary_tolerance_m)
     for c in chains:  # samples inside virtual links: no county is known there
         for s0, s1 in c.virtual:
             on = (li == c.cid) & (dist > s0) & (dist < s1)
@@ -448,23 +448,22 @@ def _runs_for_chains(chains, counties_g, settings):
     pair = b >= 0
     if pair.any():
         # tangent from the neighbouring samples of the same chain
-        xy = shapely.get_coordinates(pts)
-        idx = np.arange(len(pts))
+        idx = np.arange(len(xy))
         prev = np.where((idx > 0) & (li[np.maximum(idx - 1, 0)] == li), idx - 1, idx)
-        nxt = np.where((idx < len(pts) - 1) & (li[np.minimum(idx + 1, len(pts) - 1)] == li),
+        nxt = np.where((idx < len(xy) - 1) & (li[np.minimum(idx + 1, len(xy) - 1)] == li),
                        idx + 1, idx)
         t = (xy[nxt] - xy[prev])[pair]
         norm = np.linalg.norm(t, axis=1)
         norm[norm == 0] = 1.0
-        votes = np.zeros(len(pts))
-        votes[pair] = _side_votes(pts[pair], t / norm[:, None], a[pair], b[pair], counties_g,
+        votes = np.zeros(len(xy))
+        votes[pair] = _side_votes(xy[pair], t / norm[:, None], a[pair], b[pair], counties_g,
                                   settings.boundary_tolerance_m)
     else:
-        votes = np.zeros(len(pts))
+        votes = np.zeros(len(xy))
     # raw runs: stretches of equal labels along each chain, in arrays; a run ends
     # half-way between its last sample and the next run's first
     brk = np.flatnonzero(np.r_[True, (li[1:] != li[:-1]) | (a[1:] != a[:-1]) | (b[1:] != b[:-1])])
-    last = np.r_[brk[1:], len(pts)] - 1
+    last = np.r_[brk[1:], len(xy)] - 1
     vote_sum = np.add.reduceat(votes, brk) if len(brk) else np.zeros(0)
     chain_of = li[brk]
     first_of_chain = np.r_[True, chain_of[1:] != chain_of[:-1]]
@@ -472,7 +471,7 @@ def _runs_for_chains(chains, counties_g, settings):
     lengths = shapely.length(geoms)
     r_start = np.where(first_of_chain, 0.0, (dist[brk - 1] + dist[brk]) / 2)
     r_end = np.where(last_of_chain, lengths[chain_of],
-                     (dist[last] + dist[np.minimum(last + 1, len(pts) - 1)]) / 2)
+                     (dist[last] + dist[np.minimum(last + 1, len(xy) - 1)]) / 2)
     ra, rb = a[brk], b[brk]
     left = np.where(rb >= 0, np.where(vote_sum >= 0, ra, rb), -1)
     right = np.where(rb >= 0, np.where(vote_sum >= 0, rb, ra), -1)

@@ -102,7 +102,7 @@ def test_label_samples_match_brute_force(seed, tol):
     x0, y0, x1, y1 = b.counties.total_bounds
     xy = np.column_stack([rng.uniform(x0 - tol, x1 + tol, 300), rng.uniform(y0 - tol, y1 + tol, 300)])
     pts = shapely.points(xy)
-    a, bb = _label_samples(pts, counties, tol)
+    a, bb = _label_samples(xy, counties, tol)
     for i, p in enumerate(pts):
         d = shapely.distance(p, counties)
         order = [int(j) for j in np.lexsort((np.arange(len(d)), d)) if d[j] <= tol]
@@ -299,3 +299,37 @@ def test_near_duplicates_do_not_depend_on_chunking(seed, chunk):
     assert parts == whole
     for k in range(5):  # one of each original and its copy goes
         assert (k in whole) != (len(g) + k in whole)
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(seed=hs.integers(0, 999))
+def test_points_in_polygons_match_strtree(seed):
+    # counties of a synthetic basin plus a holed polygon, a multipolygon, an empty
+    # and a missing geometry; points inside, outside, on vertices and on edges
+    from basins.network import points_in_polygons
+    b = make_basin(seed=seed)
+    polys = list(b.counties.geometry)
+    x0, y0, x1, y1 = b.counties.total_bounds
+    polys.append(shapely.box(x0, y0, x0 + 50_000, y0 + 50_000).difference(
+        shapely.box(x0 + 10_000, y0 + 10_000, x0 + 20_000, y0 + 20_000)))
+    polys.append(shapely.MultiPolygon([shapely.box(x1, y1, x1 + 5000, y1 + 5000),
+                                       shapely.box(x1 + 9000, y1, x1 + 9500, y1 + 800)]))
+    polys += [shapely.Polygon(), None]
+    polys = np.array(polys, dtype=object)
+    rng = np.random.default_rng(seed)
+    xy = np.column_stack([rng.uniform(x0 - 5000, x1 + 12_000, 3000),
+                          rng.uniform(y0 - 5000, y1 + 6000, 3000)])
+    verts = shapely.get_coordinates(polys[0])
+    xy = np.vstack([xy, verts[:5], (verts[0] + verts[1]) / 2])  # on vertices and an edge
+    import basins.network as network
+    qi, qp = shapely.STRtree(shapely.points(xy)).query(polys, predicate="intersects")
+    want = sorted(zip(qp.tolist(), qi.tolist()))
+    assert len(want) > 2000
+    old = network._THREAD_MIN_POINTS
+    for threshold in (old, 100):  # one thread, and two halves on two threads
+        network._THREAD_MIN_POINTS = threshold
+        try:
+            pi, ci = points_in_polygons(xy, polys)
+        finally:
+            network._THREAD_MIN_POINTS = old
+        assert sorted(zip(pi.tolist(), ci.tolist())) == want
