@@ -149,18 +149,20 @@ def points_in_polygons(xy: np.ndarray, polys: np.ndarray) -> tuple[np.ndarray, n
                - np.repeat(np.cumsum(count) - count, count)]
     x, y = xy[pi, 0], xy[pi, 1]
     inbox = (x >= b[ci, 0]) & (x <= b[ci, 2]) & (y >= b[ci, 1]) & (y <= b[ci, 3])
-    pi, ci = pi[inbox], ci[inbox]
+    o = np.lexsort((pi[inbox], ci[inbox]))  # by polygon, then point
+    pi, ci = pi[inbox][o], ci[inbox][o]
     g = polys[ok]
     shapely.prepare(g)
+    # two threads, each on its own polygons: a prepared polygon builds its
+    # point-in-area index on first use, which two threads must not do at once
+    cut = int(np.searchsorted(ci, ci[len(ci) // 2])) if len(ci) >= 2 * _THREAD_MIN_POINTS else 0
+    spans = [(0, cut), (cut, len(ci))] if cut > 0 else [(0, len(ci))]
 
-    def test(ix):
-        return shapely.intersects_xy(g[ci[ix]], xy[pi[ix], 0], xy[pi[ix], 1])
-    halves = np.array_split(np.arange(len(pi)), 2) if len(pi) >= 2 * _THREAD_MIN_POINTS \
-        else [np.arange(len(pi))]
-    hit = np.concatenate(thread_map(test, halves)) if len(pi) else np.zeros(0, bool)
-    pi, ci = pi[hit], ok[ci[hit]]
-    o = np.lexsort((pi, ci))
-    return pi[o], ci[o]
+    def test(span):
+        a, b = span
+        return shapely.intersects_xy(g[ci[a:b]], xy[pi[a:b], 0], xy[pi[a:b], 1])
+    hit = np.concatenate(thread_map(test, spans)) if len(pi) else np.zeros(0, bool)
+    return pi[hit], ok[ci[hit]]
 
 
 def point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray, with_t: bool = False):

@@ -333,3 +333,23 @@ def test_points_in_polygons_match_strtree(seed):
         finally:
             network._THREAD_MIN_POINTS = old
         assert sorted(zip(pi.tolist(), ci.tolist())) == want
+
+
+def test_points_in_polygons_on_two_threads_survive_fresh_prepared_polygons():
+    # a prepared polygon builds its point index on first use; two threads doing
+    # that to one polygon at once corrupted the heap (seen as a glibc abort in the
+    # national benchmark). Each thread now gets its own polygons. Many rounds of
+    # freshly prepared polygons: a crash here kills the test process.
+    import basins.network as network
+    rng = np.random.default_rng(0)
+    old = network._THREAD_MIN_POINTS
+    network._THREAD_MIN_POINTS = 10
+    try:
+        for _ in range(60):
+            polys = np.array([shapely.Point(rng.uniform(0, 100), rng.uniform(0, 100))
+                              .buffer(10, 64) for _ in range(50)], dtype=object)
+            xy = rng.uniform(0, 100, (50_000, 2))
+            pi, ci = network.points_in_polygons(xy, polys)
+            assert len(pi) > 0
+    finally:
+        network._THREAD_MIN_POINTS = old
