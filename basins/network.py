@@ -125,9 +125,17 @@ def points_in_polygons(xy: np.ndarray, polys: np.ndarray) -> tuple[np.ndarray, n
     ok = np.flatnonzero(~(shapely.is_missing(polys) | shapely.is_empty(polys)))
     if len(ok) == 0:
         return z, z
+    fin = np.flatnonzero(np.isfinite(xy).all(axis=1))  # NaN points lie in nothing
+    if len(fin) < len(xy):
+        pi, ci = points_in_polygons(xy[fin], polys)
+        return fin[pi], ci
     b = shapely.bounds(polys[ok])
-    cell = max(float(np.median(np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))) / 2, 1e-9)
     lo = np.minimum(b[:, :2].min(axis=0), xy.min(axis=0))
+    hi = np.maximum(b[:, 2:].max(axis=0), xy.max(axis=0))
+    # cells of half the typical polygon, but at most ~1,000 a side (degenerate
+    # polygons must not make the grid explode)
+    cell = max(float(np.median(np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))) / 2,
+               float((hi - lo).max()) / 1000, 1e-9)
     # cells each polygon's box covers (a box far larger than the cell registers in
     # many cells: fine for counties, whose sizes vary by tens, not thousands)
     c0 = np.floor((b[:, :2] - lo) / cell).astype(np.int64)
@@ -159,8 +167,8 @@ def points_in_polygons(xy: np.ndarray, polys: np.ndarray) -> tuple[np.ndarray, n
     spans = [(0, cut), (cut, len(ci))] if cut > 0 else [(0, len(ci))]
 
     def test(span):
-        a, b = span
-        return shapely.intersects_xy(g[ci[a:b]], xy[pi[a:b], 0], xy[pi[a:b], 1])
+        s0, s1 = span
+        return shapely.intersects_xy(g[ci[s0:s1]], xy[pi[s0:s1], 0], xy[pi[s0:s1], 1])
     hit = np.concatenate(thread_map(test, spans)) if len(pi) else np.zeros(0, bool)
     return pi[hit], ok[ci[hit]]
 
