@@ -330,8 +330,9 @@ def reaches_from_rivers(
     pieces = kept.source_row.value_counts()
     part_rows = parts.source_row.to_numpy().astype(np.int64)
     why = pd.Series(rid_arr, dtype=object).map(reasons).to_numpy(dtype=object)
+    early_rows = np.fromiter(qa, np.int64, count=len(qa))  # rows decided before splitting
     gone = ~pd.isna(why) & ~np.isin(part_rows, pieces.index.to_numpy().astype(np.int64))
-    gone &= ~np.isin(part_rows, np.fromiter(qa, np.int64, count=len(qa)))
+    gone &= ~np.isin(part_rows, early_rows)
     gi = np.flatnonzero(gone)
     _, firsts = np.unique(part_rows[gi], return_index=True)  # the first part of each row
     gi = gi[firsts]
@@ -341,7 +342,7 @@ def reaches_from_rivers(
                          "status": [statuses[x] for x in rid_arr[gi].tolist()],
                          "reason": why[gi]}, columns=QA_COLUMNS)
     rows = rivers.source_row.to_numpy().astype(np.int64)
-    done = np.isin(rows, np.r_[np.fromiter(qa, np.int64, count=len(qa)), part_rows[gi]])
+    done = np.isin(rows, np.r_[early_rows, part_rows[gi]])
     n = pieces.reindex(rows, fill_value=0).to_numpy()
     reason = np.where(n == 0, "no usable line part", "").astype(object)
     many = np.flatnonzero(n > 1)
@@ -351,7 +352,7 @@ def reaches_from_rivers(
                          "status": np.where(n == 0, "excluded", "used"), "reason": reason},
                         columns=QA_COLUMNS)[~done]
     early = pd.DataFrame([qa[k] for k in qa], columns=QA_COLUMNS)
-    river_qa = pd.concat([early.assign(_k=np.fromiter(qa, np.int64, count=len(qa))),
+    river_qa = pd.concat([early.assign(_k=early_rows),
                           lost.assign(_k=part_rows[gi]), rest.assign(_k=rows[~done])],
                          ignore_index=True).sort_values("_k", kind="stable")
     qa_df = pd.concat([river_qa.drop(columns="_k"), pd.DataFrame(water_qa, columns=QA_COLUMNS)],
@@ -731,8 +732,8 @@ class SegmentIndex:
         return self._pairs(xy, tol)
 
     def _pairs(self, xy: np.ndarray, tol: float):
-        m = cKDTree(xy, balanced_tree=False).sparse_distance_matrix(self.tree, tol + self.half + 1e-6,
-                                               output_type="ndarray")
+        m = cKDTree(xy, balanced_tree=False).sparse_distance_matrix(
+            self.tree, tol + self.half + 1e-6, output_type="ndarray")
         i, j = m["i"].astype(np.int64), m["j"].astype(np.int64)
         d, t = point_segment_distance(xy[i], self.a[j], self.b[j], with_t=True)
         ok = d <= tol
@@ -825,11 +826,9 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
         # networks) have few samples besides their ends: the test would not pay.
         ends = np.concatenate(line_ends(g))
         ends_of = np.concatenate([lines, lines])
+        ei, es = _pairs_in_chunks(index, ends, tol)[:2]
         end_near = np.zeros(len(ends), bool)
-        for a in range(0, len(ends), _QUERY_CHUNK):
-            ei, es = index.pairs(ends[a:a + _QUERY_CHUNK], tol)[:2]
-            ei = ei + a
-            end_near[ei[rank[index.owner[es]] < rank[ends_of[ei]]]] = True
+        end_near[ei[rank[index.owner[es]] < rank[ends_of[ei]]]] = True
         lines = np.flatnonzero(end_near[: len(g)] & end_near[len(g):])
         if len(lines) == 0:
             return {}

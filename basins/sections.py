@@ -345,7 +345,6 @@ def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float):
     """
     # inside: distance 0; near: distance to the county's outline, cut into short
     # segments so each distance is cheap (county outlines have thousands of vertices)
-    # query polygons against a tree of points: each polygon is prepared once
     pin, cin = points_in_polygons(xy, counties)
     sa, sb, seg_owner = _near_segments(xy, counties, tol)
     # candidate pairs: segment midpoints within tol + half the longest segment of a
@@ -524,8 +523,9 @@ def _extent(r: Run, line: _Along | None) -> float:
     return line.distance(r.start, r.end)
 
 
-def _short(r: Run, settings, line: _Along | None = None) -> bool:
-    return _extent(r, line) < (settings.min_boundary_run_m if r.is_pair else settings.min_run_m)
+def _min_extent(r: Run, settings) -> float:
+    """Shortest extent a run keeps its label with (border pairs need longer runs)."""
+    return settings.min_boundary_run_m if r.is_pair else settings.min_run_m
 
 
 def _merge_equal(runs: list[Run]) -> list[Run]:
@@ -552,8 +552,8 @@ def _smooth(runs: list[Run], settings, line: _Along | None = None) -> list[Run]:
     """
     runs = _merge_equal(runs)
     ext = [_extent(r, line) for r in runs]
-    lim = [(settings.min_boundary_run_m if r.is_pair else settings.min_run_m)
-           if r.a != VIRTUAL else -np.inf for r in runs]  # virtual runs never go
+    lim = [_min_extent(r, settings) if r.a != VIRTUAL else -np.inf
+           for r in runs]  # virtual runs never go
     while len(runs) > 1:
         best, i = np.inf, -1
         for k, (e, m) in enumerate(zip(ext, lim)):
@@ -599,7 +599,7 @@ def _smooth_network(chains: list[Chain], settings) -> None:
     chord = np.hypot(*(g1 - g0).T).tolist()
     cand = [c for c, ext in zip(chains, chord)
             if len(c.runs) == 1 and c.runs[0].a != VIRTUAL
-            and ext < (settings.min_boundary_run_m if c.runs[0].b >= 0 else settings.min_run_m)]
+            and ext < _min_extent(c.runs[0], settings)]
     need = {c.v for c in cand} | {c.u for c in cand}
     by_u: dict[str, list[Chain]] = defaultdict(list)
     by_v: dict[str, list[Chain]] = defaultdict(list)

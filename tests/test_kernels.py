@@ -141,10 +141,11 @@ def test_medial_path_of_a_strip_is_its_centre_line():
 
 def _smooth_reference(runs, settings, line=None):
     """The plain version of sections._smooth: rescan every run after every step."""
-    from basins.sections import VIRTUAL, _extent, _merge_equal, _short
+    from basins.sections import VIRTUAL, _extent, _merge_equal, _min_extent
     runs = _merge_equal(runs)
     while len(runs) > 1:
-        short = [i for i, r in enumerate(runs) if r.a != VIRTUAL and _short(r, settings, line)]
+        short = [i for i, r in enumerate(runs)
+                 if r.a != VIRTUAL and _extent(r, line) < _min_extent(r, settings)]
         if not short:
             break
         i = min(short, key=lambda k: (_extent(runs[k], line), k))
