@@ -280,10 +280,9 @@ def reaches_from_rivers(
     shore = np.zeros(len(parts), bool)  # bank lines of water polygons
     # exact duplicates (same line, either direction)
     idx = np.flatnonzero(alive)
-    code = pd.factorize(shapely.to_wkb(shapely.normalize(g[idx])))[0]  # hashed in C
-    _, first = np.unique(code, return_index=True)  # first line with each shape
-    dup = np.flatnonzero(first[code] != np.arange(len(idx)))
-    for i, f in zip(idx[dup].tolist(), idx[first[code[dup]]].tolist()):
+    copy_of = first_copies(g[idx])
+    dup = np.flatnonzero(copy_of != np.arange(len(idx)))
+    for i, f in zip(idx[dup].tolist(), idx[copy_of[dup]].tolist()):
         reasons[rid_arr[i]] = f"duplicate of {rid_arr[f]}"
         statuses[rid_arr[i]] = "merged"
         alive[i] = False
@@ -292,8 +291,12 @@ def reaches_from_rivers(
     # centre lines and the links
     wgeoms = shapely.make_valid(_arr(water.to_crs(crs))) if water is not None and len(water) \
         else None
+    # the two NGCC polygon layers repeat ~40% of the polygons exactly: geometric
+    # work (shore test, unions, links) uses one copy, QA still names every polygon
+    wcopy = None if wgeoms is None else first_copies(wgeoms)
+    wfirst = None if wgeoms is None else wcopy == np.arange(len(wgeoms))
     if wgeoms is not None:
-        wb = shapely.boundary(wgeoms)
+        wb = shapely.boundary(wgeoms[wfirst])
         wb = SegmentIndex(wb[~(shapely.is_missing(wb) | shapely.is_empty(wb))],
                           settings.shore_tolerance_m)
         idx = np.flatnonzero(alive)
@@ -305,8 +308,8 @@ def reaches_from_rivers(
             shore[i] = True
     # double-line rivers: a centre line replaces the bank lines
     shore_idx = np.flatnonzero(shore)
-    extra, water_qa = _centrelines(wgeoms, water, parts.iloc[shore_idx], g[alive], crs,
-                                   settings)
+    extra, water_qa = _centrelines(wgeoms, wcopy, water, parts.iloc[shore_idx], g[alive],
+                                   crs, settings)
     # near duplicates (the same river digitised twice, e.g. hyd1_4l and hyd2_4l)
     idx = np.flatnonzero(alive)
     dup_of = _near_duplicates(g[idx], parts.reach_id.to_numpy()[idx], settings)
@@ -321,7 +324,7 @@ def reaches_from_rivers(
         kept = gpd.GeoDataFrame(kept, geometry="geometry", crs=crs)
     kept = _node(kept, settings)
     kept["virtual"] = False
-    links = _water_links(kept, wgeoms, settings)
+    links = _water_links(kept, None if wgeoms is None else wgeoms[wfirst], settings)
     if len(links):
         kept = gpd.GeoDataFrame(pd.concat([kept, links], ignore_index=True), geometry="geometry",
                                 crs=crs)
@@ -358,6 +361,17 @@ def reaches_from_rivers(
     qa_df = pd.concat([river_qa.drop(columns="_k"), pd.DataFrame(water_qa, columns=QA_COLUMNS)],
                       ignore_index=True)
     return kept.reset_index(drop=True), qa_df
+
+
+def first_copies(geoms: np.ndarray) -> np.ndarray:
+    """Index of the first geometry exactly equal to each (any orientation or start).
+
+    Missing geometries are copies of the first missing one.
+    """
+    code = pd.factorize(shapely.to_wkb(shapely.normalize(geoms)),  # hashed in C
+                        use_na_sentinel=False)[0]
+    _, first = np.unique(code, return_index=True)
+    return first[code]
 
 
 def thread_map(fn, items: list) -> list:
@@ -517,29 +531,35 @@ def _medial_path(poly, step: float):
     return shapely.simplify(shapely.linestrings(keys[path]), step / 2)
 
 
-def _centrelines(geoms, water, shores, kept_geoms, crs, settings):
+def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings):
     """Centre lines of double-line rivers whose banks came as shore lines.
 
-    ``geoms`` are the water polygons of ``water`` in ``crs``, repaired.
+    ``geoms`` are the water polygons of ``water`` in ``crs``, repaired;
+    ``copy_of`` is :func:`first_copies` of them (copies only get their QA rows).
+    Returns the centre lines and one QA row per water polygon.
     """
     empty = gpd.GeoDataFrame(columns=["reach_id", "river", "source", "source_row", "geometry"],
                              geometry="geometry", crs=crs)
-    if water is None or len(water) == 0 or len(shores) == 0:
+    if water is None or len(water) == 0:
         return empty, []
     source = water.attrs.get("source", "water")
-    qa, rows = [], []
+    if len(shores) == 0:
+        return empty, _water_qa(geoms, copy_of, {}, set(), source)
+    first = copy_of == np.arange(len(geoms))
+    rows = []
     shore_g = _arr(shores)
     tree = shapely.STRtree(shore_g)
     # merge touching water polygons (a river drawn in pieces), but only the groups
     # that shore lines run along: unioning every lake of the country costs seconds
     valid = np.flatnonzero(~shapely.is_empty(geoms))
-    wtree = shapely.STRtree(geoms[valid])
-    wa, wb = wtree.query(geoms[valid], predicate="intersects")
+    wtree = shapely.STRtree(geoms[valid])  # every polygon, copies too (QA)
+    once = np.flatnonzero(~shapely.is_empty(geoms) & first)
+    wa, wb = shapely.STRtree(geoms[once]).query(geoms[once], predicate="intersects")
     _, lab = csgraph.connected_components(
-        sparse.coo_matrix((np.ones(len(wa)), (wa, wb)), shape=(len(valid), len(valid))),
+        sparse.coo_matrix((np.ones(len(wa)), (wa, wb)), shape=(len(once), len(once))),
         directed=False)
-    near_w, _ = tree.query(geoms[valid], predicate="dwithin", distance=settings.shore_tolerance_m)
-    merged = thread_map(lambda c: shapely.get_parts(shapely.union_all(geoms[valid[lab == c]])),
+    near_w, _ = tree.query(geoms[once], predicate="dwithin", distance=settings.shore_tolerance_m)
+    merged = thread_map(lambda c: shapely.get_parts(shapely.union_all(geoms[once[lab == c]])),
                          np.unique(lab[near_w]).tolist())
     merged = np.concatenate(merged) if merged else np.array([], dtype=object)
     merged = merged[np.isin(shapely.get_type_id(merged), [3])]  # polygons
@@ -583,25 +603,33 @@ def _centrelines(geoms, water, shores, kept_geoms, crs, settings):
                 continue
         rows.append({"reach_id": f"W{k}", "river": name, "source": source,
                      "source_row": -1, "geometry": path})
-    built = {r["reach_id"] for r in rows}
-    for j in range(len(geoms)):
-        info = part_of.get(j)
-        if not info:
-            qa.append(_qa_row("water", f"W{j}", source, j, "used",
-                              "lake or river area (no shore lines along it)"))
-            continue
-        k, width, length, name = info[0]
-        if f"W{k}" in built:
-            qa.append(_qa_row("water", f"W{j}", source, j, "used",
-                              f"double-line river: centre line W{k} derived "
-                              f"({length / 1000:.1f} km, mean width {width:.0f} m)"))
-        else:
-            qa.append(_qa_row("water", f"W{j}", source, j, "used",
-                              f"lake or existing centre line (mean width {width:.0f} m): "
-                              "no centre line added"))
     out = gpd.GeoDataFrame(rows, columns=empty.columns, geometry="geometry", crs=crs) \
         if rows else empty
-    return out, qa
+    return out, _water_qa(geoms, copy_of, part_of, {r["reach_id"] for r in rows}, source)
+
+
+def _water_qa(geoms, copy_of, part_of: dict, built: set, source: str) -> list[dict]:
+    """One QA row per water polygon: how :func:`_centrelines` used it."""
+    qa = []
+    missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    for j in range(len(geoms)):
+        info = part_of.get(j)
+        if missing[j]:
+            status, reason = "excluded", "empty or missing geometry"
+        elif copy_of[j] != j:
+            status, reason = "merged", f"duplicate of W{copy_of[j]}"
+        elif not info:
+            status, reason = "used", "lake or river area (no shore lines along it)"
+        else:
+            k, width, length, _ = info[0]
+            status = "used"
+            reason = (f"double-line river: centre line W{k} derived "
+                      f"({length / 1000:.1f} km, mean width {width:.0f} m)"
+                      if f"W{k}" in built else
+                      f"lake or existing centre line (mean width {width:.0f} m): "
+                      "no centre line added")
+        qa.append(_qa_row("water", f"W{j}", source, j, status, reason))
+    return qa
 
 
 def _connectors(kept: gpd.GeoDataFrame, centre: gpd.GeoDataFrame, settings) -> gpd.GeoDataFrame:

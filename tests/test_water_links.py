@@ -132,3 +132,38 @@ def test_the_network_map_shows_virtual_links_as_such(jiangxi):
     html = network_map(res, "Jiangxi").get_root().render()
     assert html.count("virtual link through a water body drawn only as an area") == \
         int(res.reaches.virtual.sum()) == 2
+
+
+def test_water_polygons_given_twice_change_nothing_but_the_qa(cut_basin):
+    """The two NGCC polygon layers repeat polygons exactly: copies (reversed too)
+    are accounted for in QA and do not change the links."""
+    basin, t = cut_basin
+    rivers, water = cut_by_reservoir(basin, t)
+    cut = type(basin)(basin.counties, rivers, basin.truth, basin.outlet,
+                      basin.downstream_county)
+    once = discover_synthetic(cut, water=water)
+    twice_water = gpd.GeoDataFrame(
+        {"name": ["reservoir", "copy"]},
+        geometry=[water.geometry.iloc[0], shapely.reverse(water.geometry.iloc[0])], crs=CRS)
+    twice = discover_synthetic(cut, water=twice_water)
+    a, b = once.reaches, twice.reaches
+    assert a[a.virtual].reach_id.tolist() == b[b.virtual].reach_id.tolist()
+    assert shapely.equals_exact(a.geometry.to_numpy(), b.geometry.to_numpy(), 0).all()
+    assert once.sections.section_id.tolist() == twice.sections.section_id.tolist()
+    wq = twice.qa[twice.qa.layer == "water"].set_index("feature_id")
+    assert wq.status.to_dict() == {"W0": "used", "W1": "merged"}
+    assert wq.reason["W1"] == "duplicate of W0"
+
+
+def test_every_water_polygon_is_accounted_for_without_shore_lines(cut_basin):
+    """No river line runs along the reservoir: each polygon still gets a QA row, an
+    empty one is excluded as such."""
+    basin, t = cut_basin
+    rivers, water = cut_by_reservoir(basin, t)
+    cut = type(basin)(basin.counties, rivers, basin.truth, basin.outlet,
+                      basin.downstream_county)
+    water = gpd.GeoDataFrame({"name": ["reservoir", "empty"]},
+                             geometry=[water.geometry.iloc[0], shapely.Polygon()], crs=CRS)
+    wq = discover_synthetic(cut, water=water).qa.query("layer == 'water'")
+    assert wq.status.tolist() == ["used", "excluded"]
+    assert "no shore lines" in wq.reason.iat[0] and "empty" in wq.reason.iat[1]
