@@ -824,44 +824,59 @@ def _cover_share(lines: np.ndarray, targets, tol: float, step: float) -> np.ndar
 
 #: candidate pairs per chunk in the near-duplicate search (bounds memory in dense networks)
 _DUP_CHUNK_PAIRS = 4_000_000
+#: test necessary conditions before the full near-duplicate search (off only in tests,
+#: which check it changes nothing)
+_DUP_PRETEST = True
 
 
 def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> dict[int, str]:
     """Lines covered by longer lines within the duplicate tolerance, both ends included.
 
-    The tolerance is ``duplicate_tolerance_m``, but never more than the median line
-    length: copies of one river differ by the generalisation of their scale, and
-    line lengths shrink with scale too. A 1:50,000 network of 300 m reaches does
-    not need the 1.5 km of 1:4,000,000 data, and would pay for it with hundreds of
-    lines near every sample point.
+    The tolerance is ``duplicate_tolerance_m``, but never more than
+    ``duplicate_median_fraction`` of the median line length: copies of one river
+    differ by the generalisation of their scale, and line lengths shrink with scale
+    too. A 1:50,000 network of 300 m reaches does not need the 1.5 km of
+    1:4,000,000 data, and at its reach length would take short tributaries for
+    copies of the rivers they join.
     """
     if len(g) < 2:
         return {}
     lengths = shapely.length(g)
-    tol = min(settings.duplicate_tolerance_m, float(np.median(lengths)))
+    tol = min(settings.duplicate_tolerance_m,
+              settings.duplicate_median_fraction * float(np.median(lengths)))
     # rank: longer first, ties by id so the result is deterministic
     order = np.lexsort((ids, -lengths))
     rank = np.empty(len(g), int)
     rank[order] = np.arange(len(g))
-    index = SegmentIndex(g, tol / 2)  # short segments keep the candidate radius tight
+    # segments of 2 tol: fewer to index than short ones, and about as few candidates
+    # per query (the radius grows to 2 tol, the segments per area fall by four)
+    index = SegmentIndex(g, 2 * tol)
     n = np.int64(len(g))
     step = min(settings.sample_step_m, tol)
-    lines = np.arange(len(g))
-    if np.ceil(lengths / step).sum() > 4 * len(g):
-        # long lines (many samples each): a duplicate has both ends within tol of
-        # higher-ranked lines (tested again below, against the covering lines
-        # only), so lines failing that are not sampled. Short lines (dense
-        # networks) have few samples besides their ends: the test would not pay.
-        ends = np.concatenate(line_ends(g))
-        ends_of = np.concatenate([lines, lines])
-        ei, es = _pairs_in_chunks(index, ends, tol)[:2]
-        end_near = np.zeros(len(ends), bool)
-        end_near[ei[rank[index.owner[es]] < rank[ends_of[ei]]]] = True
-        lines = np.flatnonzero(end_near[: len(g)] & end_near[len(g):])
-        if len(lines) == 0:
+    xy, li, _ = sample_lines(g, step, as_xy=True)
+    if _DUP_PRETEST:
+        # necessary conditions, cheap to test: a duplicate has both ends within tol
+        # of higher-ranked lines (tested again below, against the covering lines
+        # only), and a line with so few samples that its share needs every one of
+        # them covered has its middle sample within tol of a higher-ranked line.
+        # Lines failing are not searched further: in a dense network most lines.
+        count = np.bincount(li, minlength=len(g))
+        head = np.searchsorted(li, np.arange(len(g)))
+        allowed = np.floor(count * (1.0 - settings.duplicate_min_cover) + 1e-9)
+        all_needed = np.flatnonzero(allowed == 0)
+        probes = np.concatenate([*line_ends(g), xy[head[all_needed] + count[all_needed] // 2]])
+        probe_of = np.concatenate([np.arange(len(g)), np.arange(len(g)), all_needed])
+        pi, sj = _pairs_in_chunks(index, probes, tol)[:2]
+        hit = np.zeros(len(probes), bool)
+        hit[pi[rank[index.owner[sj]] < rank[probe_of[pi]]]] = True
+        ok = hit[: len(g)] & hit[len(g): 2 * len(g)]
+        mid_ok = np.ones(len(g), bool)
+        mid_ok[all_needed] = hit[2 * len(g):]
+        keep = (ok & mid_ok)[li]
+        xy, li = xy[keep], li[keep]
+        if len(xy) == 0:
             return {}
-    xy, li, _ = sample_lines(g[lines], step, as_xy=True)
-    li = lines[li]  # sample -> index into g (still ascending)
+    lines = np.unique(li)
     covered = np.zeros(len(xy), bool)
     out: dict[int, str] = {}
     # samples come grouped by line, so chunks of whole lines see every pair of their

@@ -49,11 +49,20 @@ class Settings:
     duplicate_tolerance_m
         A reach lying within this distance of longer reaches for at least
         ``duplicate_min_cover`` of its length, with both ends on them, is a
-        duplicate (the two NGCC line layers repeat the same rivers). Capped at the
-        median length of the lines, so a fine network (short reaches) gets a
-        tolerance to match its scale without being told.
+        duplicate (the two NGCC line layers repeat the same rivers). Capped at
+        ``duplicate_median_fraction`` of the median length of the lines, so a fine
+        network (short reaches) gets a tolerance to match its scale without being
+        told.
     duplicate_min_cover
         Share of a reach's length that must be covered to call it a duplicate.
+    duplicate_median_fraction
+        The duplicate tolerance is at most this fraction of the median line
+        length. A tributary of length L joining a longer river at an angle θ stays
+        within L·sin θ of it, so a tolerance equal to the reach length would take
+        every short tributary joining at under ~60° for a copy of the river it
+        joins; a quarter of the length allows copies offset by a quarter of their
+        length (the NGCC layers: 1.5 km on 17 km lines) and nothing joining at
+        more than ~15°.
     shore_tolerance_m
         A line lying along the outline of a water polygon (lake, double-line river)
         within this distance is a shore or bank line, not a centre line.
@@ -104,6 +113,7 @@ class Settings:
     snap_tolerance_m: float = 50.0
     duplicate_tolerance_m: float = 1500.0
     duplicate_min_cover: float = 0.9
+    duplicate_median_fraction: float = 0.25
     shore_tolerance_m: float = 300.0
     shore_min_cover: float = 0.8
     max_river_width_m: float = 3000.0

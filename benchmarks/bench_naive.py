@@ -70,8 +70,10 @@ def main(n: int = 100_000) -> None:
     got = Counter(zip(res.sections.upstream_ids, res.sections.downstream_ids))
     print(f"naive overlay pipeline: {t_naive:7.1f} s  ({sum(naive.values())} crossings, "
           f"equal to truth: {naive == truth})")
+    rq = res.qa[res.qa.layer == "rivers"]
     print(f"basins discover():      {t_basins:7.1f} s  ({sum(got.values())} sections, "
-          f"equal to truth: {got == truth}; also orients, cleans, finds boundary rivers)")
+          f"equal to truth: {got == truth}; reaches not used: {(rq.status != 'used').sum()} "
+          f"of {len(rq)}; also orients, cleans, finds boundary rivers)")
     print(f"speed-up basins vs naive: {t_naive / t_basins:.2f}x  (target >= 10x)")
 
 

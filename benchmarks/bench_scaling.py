@@ -2,7 +2,8 @@
 
 Each size runs in a fresh subprocess (so peak memory is its own). Prints, per size,
 the discovery wall time (generation excluded), peak RSS, whether the sections equal
-the generator's known truth, and the time per reach relative to the smallest size
+the generator's known truth, how many reaches were not used (merged or flagged:
+should be none), and the time per reach relative to the smallest size
 (the baseline measured in this run); then the fitted growth exponent
 (time ~ reaches^k). Targets (issue): 1M reaches <= 60 s and <= 6 GiB, k close to 1.
 
@@ -42,7 +43,10 @@ got = sorted(zip(res.sections.upstream_ids, res.sections.downstream_ids))
 want = sorted(zip(b.truth.upstream_ids, b.truth.downstream_ids))
 print(json.dumps(dict(n=len(b.rivers), seconds=el, stages=stages, counties=len(b.counties),
                       peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      sections=len(res.sections), truth=len(want), equal=got == want)))
+                      sections=len(res.sections), truth=len(want), equal=got == want,
+                      # the generator has no duplicates and one outlet: every reach
+                      # should be used, none merged or flagged
+                      not_used=int((res.qa.query("layer == 'rivers'").status != "used").sum()))))
 """
 
 
@@ -57,7 +61,8 @@ def main(sizes: list[int]) -> None:
         base = rows[0]["seconds"] / rows[0]["n"]
         st = ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items())
         print(f"{r['n']:>9,} reaches  {r['seconds']:8.1f} s  peak {r['peak_mib']:7.0f} MiB  "
-              f"sections {r['sections']} (truth {r['truth']}, equal: {r['equal']})  "
+              f"sections {r['sections']} (truth {r['truth']}, equal: {r['equal']}; "
+              f"reaches not used: {r['not_used']})  "
               f"time/reach vs first size: {r['seconds'] / r['n'] / base:.2f}x  [{st}]",
               flush=True)
     if len(rows) >= 2:

@@ -356,3 +356,75 @@ def test_points_in_polygons_on_two_threads_survive_fresh_prepared_polygons():
             assert len(pi) > 0
     finally:
         network._THREAD_MIN_POINTS = old
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(seed=hs.integers(0, 999), n=hs.integers(1, 30))
+def test_first_copies_match_pairwise_equality(seed, n):
+    # copies reversed, started elsewhere, or missing; near-copies are not copies
+    from basins.network import first_copies
+    rng = np.random.default_rng(seed)
+    base = [shapely.Polygon(rng.uniform(0, 10, (3, 2))) for _ in range(n)]
+    base += [shapely.LineString(rng.uniform(0, 10, (3, 2))) for _ in range(n)]
+    geoms = []
+    for _ in range(3 * n):
+        g = base[rng.integers(len(base))]
+        r = rng.integers(5)
+        if r == 1:
+            g = shapely.reverse(g)
+        elif r == 2 and g.geom_type == "Polygon":  # same ring, another start
+            c = np.asarray(g.exterior.coords)[:-1]
+            g = shapely.Polygon(np.roll(c, 1, axis=0))
+        elif r == 3:
+            g = shapely.affinity.translate(g, 1e-9)
+        elif r == 4 and rng.random() < 0.3:
+            g = None
+        geoms.append(g)
+    geoms = np.array(geoms, dtype=object)
+    want = []
+    for i, g in enumerate(geoms):
+        want.append(next(j for j in range(i + 1)
+                         if (g is None and geoms[j] is None)
+                         or (g is not None and geoms[j] is not None
+                             and shapely.equals_exact(shapely.normalize(g),
+                                                      shapely.normalize(geoms[j]), 0))))
+    assert first_copies(geoms).tolist() == want
+
+
+@hsettings(max_examples=15, deadline=None)
+@given(seed=hs.integers(0, 999), pieces=hs.integers(1, 6), shift=hs.floats(0, 400),
+       cover=hs.sampled_from([0.5, 0.9, 1.0]))
+def test_near_duplicate_pretest_changes_nothing(seed, pieces, shift, cover):
+    # the pre-test (ends, and the middle sample where every sample must be covered)
+    # only skips lines the full search would reject: same duplicates with it off.
+    # Rivers cut into pieces (few samples each), copies of some shifted, and
+    # copies of only part of a river
+    import dataclasses
+
+    import basins.network as network
+    from basins.settings import DEFAULT
+    b = make_basin(seed=seed)
+    g = np.asarray(b.rivers.geometry.array, dtype=object)
+    fr = np.linspace(0, 1, pieces + 1)
+    cut = [shapely.ops.substring(x, a, c, normalized=True)
+           for x in g for a, c in zip(fr[:-1], fr[1:])]
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(cut), size=min(8, len(cut)), replace=False)
+    copies = [shapely.transform(cut[i], lambda xy: xy + [shift, 0.0]) for i in pick]
+    partial = [shapely.ops.substring(cut[i], 0.0, 0.6, normalized=True) for i in pick[:3]]
+    spiked = []  # shorter copies with a spike in the middle: the middle sample is
+    for i in pick[3:6]:  # uncovered, the rest covered
+        h0 = shapely.get_coordinates(shapely.ops.substring(cut[i], 0.0, 0.4, normalized=True))
+        h1 = shapely.get_coordinates(shapely.ops.substring(cut[i], 0.4, 0.8, normalized=True))
+        spiked.append(shapely.LineString(np.vstack([h0, h0[-1:] + [0.0, 2000.0], h1])))
+    lines = np.array(cut + copies + partial + spiked, dtype=object)
+    ids = np.array([f"L{i}" for i in range(len(lines))], dtype=object)
+    s = dataclasses.replace(DEFAULT, duplicate_min_cover=cover)
+    with_test = network._near_duplicates(lines, ids, s)
+    old = network._DUP_PRETEST
+    try:
+        network._DUP_PRETEST = False
+        without = network._near_duplicates(lines, ids, s)
+    finally:
+        network._DUP_PRETEST = old
+    assert with_test == without
