@@ -249,7 +249,8 @@ def chains_from_reaches(edges: gpd.GeoDataFrame) -> list[Chain]:
     lo = off[flat] + (~first).astype(int)  # drop the joint vertex repeated by the next reach
     cnt = off[flat + 1] - lo
     gather = np.repeat(lo - np.concatenate([[0], np.cumsum(cnt)[:-1]]), cnt) + np.arange(cnt.sum())
-    lines = shapely.linestrings(coords[gather], indices=np.repeat(chain_of, cnt))
+    lines = shapely.linestrings(np.take(coords, gather, axis=0),
+                                indices=np.repeat(chain_of, cnt))
     lengths = shapely.length(geoms[flat])
     csum = np.cumsum(lengths)
     chain_start = np.flatnonzero(first)
@@ -335,7 +336,8 @@ def _near_segments(xy: np.ndarray, counties: np.ndarray, tol: float):
     else:  # a huge sparse extent: look cells up by sorting instead
         vhit = inside & np.isin(vkey, np.unique(np.concatenate(keys)))
     same = same[vhit[same] | vhit[same + 1]]
-    return coords[same], coords[same + 1], owner_part[ring_part[ridx[same]]]
+    return (np.take(coords, same, axis=0), np.take(coords, same + 1, axis=0),
+            owner_part[ring_part[ridx[same]]])
 
 
 def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float):
@@ -362,7 +364,8 @@ def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float):
         pj, sj = pj[other], sj[other]
     else:
         pj = sj = np.zeros(0, dtype=np.int64)
-    dj = point_segment_distance(xy[pj], sa[sj], sb[sj])
+    dj = point_segment_distance(np.take(xy, pj, axis=0), np.take(sa, sj, axis=0),
+                                np.take(sb, sj, axis=0))  # take: fancy indexing, faster
     near = dj <= tol
     pj, sj, dj = pj[near], sj[near], dj[near]
     pi = np.concatenate([pin, pj])
