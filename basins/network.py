@@ -870,19 +870,27 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
         # only), and a line with so few samples that its share needs every one of
         # them covered has its middle sample within tol of a higher-ranked line.
         # Lines failing are not searched further: in a dense network most lines.
+        def near_higher(pts: np.ndarray, of: np.ndarray) -> np.ndarray:
+            """Whether each point (of line ``of``) is within tol of a higher-ranked line."""
+            pi, sj = _pairs_in_chunks(index, pts, tol)[:2]
+            hit = np.zeros(len(pts), bool)
+            hit[pi[rank[index.owner[sj]] < rank[of[pi]]]] = True
+            return hit
+
         count = np.bincount(li, minlength=len(g))
         head = np.searchsorted(li, np.arange(len(g)))
         allowed = np.floor(count * (1.0 - settings.duplicate_min_cover) + 1e-9)
+        ok = np.ones(len(g), bool)
+        # middle samples first: they are far from other lines in a dense network
+        # (ends sit on junctions, near many lines, and cost more to test)
         all_needed = np.flatnonzero(allowed == 0)
-        probes = np.concatenate([*line_ends(g), xy[head[all_needed] + count[all_needed] // 2]])
-        probe_of = np.concatenate([np.arange(len(g)), np.arange(len(g)), all_needed])
-        pi, sj = _pairs_in_chunks(index, probes, tol)[:2]
-        hit = np.zeros(len(probes), bool)
-        hit[pi[rank[index.owner[sj]] < rank[probe_of[pi]]]] = True
-        ok = hit[: len(g)] & hit[len(g): 2 * len(g)]
-        mid_ok = np.ones(len(g), bool)
-        mid_ok[all_needed] = hit[2 * len(g):]
-        keep = (ok & mid_ok)[li]
+        ok[all_needed] = near_higher(np.take(xy, head[all_needed] + count[all_needed] // 2,
+                                             axis=0), all_needed)
+        rest = np.flatnonzero(ok)
+        e0, e1 = line_ends(g[rest])
+        hit = near_higher(np.concatenate([e0, e1]), np.concatenate([rest, rest]))
+        ok[rest] = hit[: len(rest)] & hit[len(rest):]
+        keep = ok[li]
         xy, li = xy[keep], li[keep]
         if len(xy) == 0:
             return {}
