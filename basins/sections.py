@@ -505,6 +505,15 @@ class _Along:
             self._memo[key] = float(np.hypot(x[1] - x[0], y[1] - y[0]))
         return self._memo[key]
 
+    def distances(self, s0: list[float], s1: list[float]) -> list[float]:
+        """:meth:`distance` for many pairs at once (the same values, one numpy call)."""
+        x = np.interp(s0 + s1, self.cum, self.x)
+        y = np.interp(s0 + s1, self.cum, self.y)
+        n = len(s0)
+        d = np.hypot(x[n:] - x[:n], y[n:] - y[:n]).tolist()
+        self._memo.update(zip(zip(s0, s1), d))
+        return d
+
     def substring(self, s0: float, s1: float) -> shapely.LineString:
         """The part of the line between distances ``s0`` < ``s1`` from its start."""
         inner = np.flatnonzero((self.cum > s0) & (self.cum < s1))
@@ -554,7 +563,8 @@ def _smooth(runs: list[Run], settings, line: _Along | None = None) -> list[Run]:
     a list and recomputed only for the runs a step changed.
     """
     runs = _merge_equal(runs)
-    ext = [_extent(r, line) for r in runs]
+    ext = [r.length for r in runs] if line is None else \
+        line.distances([r.start for r in runs], [r.end for r in runs])  # = _extent each
     lim = [_min_extent(r, settings) if r.a != VIRTUAL else -np.inf
            for r in runs]  # virtual runs never go
     while len(runs) > 1:
