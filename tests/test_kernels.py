@@ -6,6 +6,8 @@ checked here against the slow, obvious computation it replaces.
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 import shapely
 from hypothesis import given, settings as hsettings, strategies as hs
@@ -291,12 +293,8 @@ def test_near_duplicates_do_not_depend_on_chunking(seed, chunk):
     lines = np.concatenate([g, copies])
     ids = np.array([f"L{i}" for i in range(len(lines))], dtype=object)
     whole = network._near_duplicates(lines, ids, DEFAULT)
-    old = network._DUP_CHUNK_PAIRS
-    try:
-        network._DUP_CHUNK_PAIRS = chunk
+    with patch.object(network, "_DUP_CHUNK_PAIRS", chunk):
         parts = network._near_duplicates(lines, ids, DEFAULT)
-    finally:
-        network._DUP_CHUNK_PAIRS = old
     assert parts == whole
     for k in range(5):  # one of each original and its copy goes
         assert (k in whole) != (len(g) + k in whole)
@@ -328,13 +326,9 @@ def test_points_in_polygons_match_strtree(seed):
     qi, qp = shapely.STRtree(shapely.points(xy[:-2])).query(polys, predicate="intersects")
     want = sorted(zip(qp.tolist(), qi.tolist()))
     assert len(want) > 2000
-    old = network._THREAD_MIN_POINTS
-    for threshold in (old, 100):  # one thread, and two halves on two threads
-        network._THREAD_MIN_POINTS = threshold
-        try:
+    for threshold in (network._THREAD_MIN_POINTS, 100):  # one thread, then two
+        with patch.object(network, "_THREAD_MIN_POINTS", threshold):
             pi, ci = points_in_polygons(xy, polys)
-        finally:
-            network._THREAD_MIN_POINTS = old
         assert sorted(zip(pi.tolist(), ci.tolist())) == want
 
 
@@ -345,17 +339,13 @@ def test_points_in_polygons_on_two_threads_survive_fresh_prepared_polygons():
     # freshly prepared polygons: a crash here kills the test process.
     import basins.network as network
     rng = np.random.default_rng(0)
-    old = network._THREAD_MIN_POINTS
-    network._THREAD_MIN_POINTS = 10
-    try:
+    with patch.object(network, "_THREAD_MIN_POINTS", 10):
         for _ in range(60):
             polys = np.array([shapely.Point(rng.uniform(0, 100), rng.uniform(0, 100))
                               .buffer(10, 64) for _ in range(50)], dtype=object)
             xy = rng.uniform(0, 100, (50_000, 2))
             pi, ci = network.points_in_polygons(xy, polys)
             assert len(pi) > 0
-    finally:
-        network._THREAD_MIN_POINTS = old
 
 
 @hsettings(max_examples=40, deadline=None)
@@ -421,10 +411,6 @@ def test_near_duplicate_pretest_changes_nothing(seed, pieces, shift, cover):
     ids = np.array([f"L{i}" for i in range(len(lines))], dtype=object)
     s = dataclasses.replace(DEFAULT, duplicate_min_cover=cover)
     with_test = network._near_duplicates(lines, ids, s)
-    old = network._DUP_PRETEST
-    try:
-        network._DUP_PRETEST = False
+    with patch.object(network, "_DUP_PRETEST", False):
         without = network._near_duplicates(lines, ids, s)
-    finally:
-        network._DUP_PRETEST = old
     assert with_test == without
