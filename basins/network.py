@@ -556,10 +556,9 @@ def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings):
     tree = shapely.STRtree(shore_g)
     # merge touching water polygons (a river drawn in pieces), but only the groups
     # that shore lines run along: unioning every lake of the country costs seconds
-    valid = np.flatnonzero(~shapely.is_empty(geoms))
-    wtree = shapely.STRtree(geoms[valid])  # every polygon, copies too (QA)
-    once = np.flatnonzero(~shapely.is_empty(geoms) & first)
-    wa, wb = shapely.STRtree(geoms[once]).query(geoms[once], predicate="intersects")
+    once = np.flatnonzero(~shapely.is_empty(geoms) & first)  # copies: QA rows only
+    wtree = shapely.STRtree(geoms[once])
+    wa, wb = wtree.query(geoms[once], predicate="intersects")
     _, lab = csgraph.connected_components(
         sparse.coo_matrix((np.ones(len(wa)), (wa, wb)), shape=(len(once), len(once))),
         directed=False)
@@ -588,7 +587,7 @@ def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings):
             continue
         rough_width = rough[k]
         if rough_width > settings.max_river_width_m:
-            for j in valid[wtree.query(poly, predicate="intersects")]:
+            for j in once[wtree.query(poly, predicate="intersects")]:
                 part_of.setdefault(int(j), []).append((k, rough_width, 0.0, ""))
             continue
         path = paths[k]
@@ -597,7 +596,7 @@ def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings):
         width = poly.area / path.length
         names = [n for n in shores.river.iloc[near] if n]
         name = max(set(names), key=lambda x: (names.count(x), x)) if names else ""
-        for j in valid[wtree.query(poly, predicate="intersects")]:
+        for j in once[wtree.query(poly, predicate="intersects")]:
             part_of.setdefault(int(j), []).append((k, width, path.length, name))
         if width > settings.max_river_width_m:
             continue
