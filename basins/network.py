@@ -847,20 +847,27 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     too. A 1:50,000 network of 300 m reaches does not need the 1.5 km of
     1:4,000,000 data, and at its reach length would take short tributaries for
     copies of the rivers they join.
+
+    A line that other lines hang on is not dropped (:func:`_needed_duplicates`):
+    tributaries meeting at a narrow angle look like copies of each other. When
+    such a line's covering line is a copy of it, the copy is dropped instead
+    (:func:`_copies_of_spared`).
     """
     if len(g) < 2:
         return {}
     lengths = shapely.length(g)
     tol = min(settings.duplicate_tolerance_m,
               settings.duplicate_median_fraction * float(np.median(lengths)))
-    # rank: longer first, ties by id so the result is deterministic
-    order = np.lexsort((ids, -lengths))
-    rank = np.empty(len(g), int)
-    rank[order] = np.arange(len(g))
+    snap = min(settings.snap_tolerance_m, tol)
     # segments of 2 tol: fewer to index than short ones, and about as few candidates
     # per query (the radius grows to 2 tol, the segments per area fall by four)
     index = SegmentIndex(g, 2 * tol)
     n = np.int64(len(g))
+    # rank: longer first, ties by id so the result is deterministic (a copy that
+    # outranks the line the network hangs on is swapped for it at the end)
+    order = np.lexsort((ids, -lengths))
+    rank = np.empty(len(g), int)
+    rank[order] = np.arange(len(g))
     step = min(settings.sample_step_m, tol)
     xy, li, _ = sample_lines(g, step, as_xy=True)
     if _DUP_PRETEST:
@@ -896,6 +903,7 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     lines = np.unique(li)
     covered = np.zeros(len(xy), bool)
     out: dict[int, str] = {}
+    cover_keys: list[np.ndarray] = []  # duplicate * n + covering line
     # samples come grouped by line, so chunks of whole lines see every pair of their
     # lines complete; chunking bounds the candidate arrays in dense networks
     # chunks of whole lines holding at most _DUP_CHUNK_PAIRS candidate pairs: dense
@@ -959,13 +967,126 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
         # the covering line most often seen for each duplicate names it in the QA
         # table (ties: the lower index, so the result is deterministic)
         ck, cc = np.unique(key[keep & np.isin(own, dup)], return_counts=True)
+        cover_keys.append(ck)
         o = np.lexsort((ck % n, -cc, ck // n))
         ck = ck[o]
         firsts = ck[np.r_[True, (ck // n)[1:] != (ck // n)[:-1]]]
         out.update(zip((firsts // n).tolist(), ids[firsts % n].astype(str).tolist()))
     # never drop both of a pair: a line is dropped only in favour of a higher-ranked
     # line, and higher-ranked lines are processed first, so drop chains resolve to a kept one
+    if out:
+        cover_keys = np.concatenate(cover_keys)
+        spared = _needed_duplicates(g, index, np.array(sorted(out)), cover_keys, n, snap)
+        for j in spared.tolist():
+            del out[j]
+        # a spared line whose covering line is a copy of it (a copy a little longer,
+        # so it ranked first): the copy is the duplicate
+        for j, other in _copies_of_spared(g, index, spared, cover_keys, out, n, tol,
+                                          step, snap, settings.duplicate_min_cover).items():
+            out[j] = str(ids[other])
     return out
+
+
+def _copies_of_spared(g: np.ndarray, index: SegmentIndex, spared: np.ndarray,
+                      cover_keys: np.ndarray, out: dict, n: np.int64, tol: float, step: float,
+                      snap: float, min_cover: float) -> dict[int, int]:
+    """Covering lines of kept duplicates that are copies of them in turn.
+
+    A line ``a`` covering a spared duplicate ``b`` is a copy of ``b`` when ``b``
+    covers it the same way (``min_cover`` of its samples and both ends within
+    ``tol``) and nothing hangs on it: no end of it farther than ``snap`` from ``b``
+    carries a kept line. Returns {copy: the line it copies}.
+    """
+    cover_keys = cover_keys[np.isin(cover_keys // n, spared)]
+    if len(cover_keys) == 0:
+        return {}
+    b, a = cover_keys // n, cover_keys % n
+    xy, li, _ = sample_lines(g[a], step, as_xy=True)
+    near = shapely.distance(shapely.points(xy), np.take(g[b], li)) <= tol
+    share = np.bincount(li, weights=near, minlength=len(a)) / \
+        np.maximum(np.bincount(li, minlength=len(a)), 1)
+    e0, e1 = line_ends(g[a])
+    d0 = shapely.distance(shapely.points(e0), g[b])
+    d1 = shapely.distance(shapely.points(e1), g[b])
+    m = (share >= min_cover) & (d0 <= tol) & (d1 <= tol) & ~np.isin(a, list(out))
+    # one line to copy per copy: the first spared line it covers
+    a, b, d0, d1 = a[m], b[m], d0[m], d1[m]
+    a, first = np.unique(a, return_index=True)
+    b, d0, d1 = b[first], d0[first], d1[first]
+    if len(a) == 0:
+        return {}
+    # the copies' ends away from their originals, and the lines ending there
+    far = np.concatenate([d0 > snap, d1 > snap])
+    ends = np.concatenate([e0[m][first], e1[m][first]])
+    ai, other = _ends_attached(g, index, np.concatenate([a, a]), ends, snap)
+    m = far[ai]
+    ai, other = ai[m], other[m]
+    dropped = np.zeros(len(g), bool)
+    dropped[list(out)] = True
+    copy = np.zeros(len(g), bool)
+    copy[a] = True
+    while True:  # a copy stays when a kept line (not a copy itself) ends on its far end
+        hangs = np.zeros(len(ends), bool)
+        hangs[ai[~dropped[other] & ~copy[other]]] = True
+        stay = np.unique(np.concatenate([a, a])[hangs & copy[np.concatenate([a, a])]])
+        if len(stay) == 0:
+            break
+        copy[stay] = False
+    return {int(x): int(y) for x, y in zip(a.tolist(), b.tolist()) if copy[x]}
+
+
+def _ends_attached(g: np.ndarray, index: SegmentIndex, owners: np.ndarray, pts: np.ndarray,
+                   snap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lines other than ``owners[i]`` with an end within ``snap`` of point ``pts[i]``.
+
+    Returns pairs (point index, line index), each pair once.
+    """
+    pi, sj = _pairs_in_chunks(index, pts, snap)[:2]
+    other = index.owner[sj]
+    m = other != owners[pi]
+    pi, other = pi[m], other[m]
+    if len(pi) == 0:
+        return pi, other
+    key = np.unique(pi.astype(np.int64) * len(g) + other)
+    pi, other = key // len(g), key % len(g)
+    o0, o1 = line_ends(g[other])
+    p = np.take(pts, pi, axis=0)
+    near = (np.hypot(*(o0 - p).T) <= snap) | (np.hypot(*(o1 - p).T) <= snap)
+    return pi[near], other[near]
+
+
+def _needed_duplicates(g: np.ndarray, index: SegmentIndex, dups: np.ndarray,
+                       cover_keys: np.ndarray, n: np.int64, snap: float) -> np.ndarray:
+    """Duplicates that must stay: dropping them would cut other lines off.
+
+    Two tributaries meeting at a narrow angle run within the tolerance of each
+    other over a whole reach, so the shorter passes for a copy of the longer. A real
+    copy hangs on nothing, but the tributary carries the lines that end on its
+    upper end, away from the line covering it. A duplicate is kept when an end of
+    it that is farther than ``snap`` from every line covering it has an end of a
+    kept line on it (repeated: keeping one can make another needed).
+    """
+    e0, e1 = line_ends(g[dups])
+    ends, eo = np.concatenate([e0, e1]), np.concatenate([dups, dups])
+    # ends served by a covering line (within snap of it): nothing hangs on the duplicate there
+    pi, sj = _pairs_in_chunks(index, ends, snap)[:2]
+    covering = np.isin(eo[pi].astype(np.int64) * n + index.owner[sj], cover_keys)
+    served = np.zeros(len(ends), bool)
+    served[pi[covering]] = True
+    ai, other = _ends_attached(g, index, eo, ends, snap)
+    m = ~served[ai]
+    ai, other = ai[m], other[m]
+    dropped = np.zeros(len(g), bool)
+    dropped[dups] = True
+    kept_dups = []
+    while True:
+        needs = np.zeros(len(ends), bool)
+        needs[ai[~dropped[other]]] = True
+        spare = np.unique(eo[needs & dropped[eo]])
+        if len(spare) == 0:
+            return np.array(kept_dups, dtype=np.int64)
+        dropped[spare] = False
+        kept_dups.extend(spare.tolist())
 
 
 def _node(reaches: gpd.GeoDataFrame, settings: st.Settings) -> gpd.GeoDataFrame:
