@@ -353,11 +353,17 @@ def make_dense_basin(
     remaining = max(0, reaches - len(geoms))
     per = remaining / max(len(nodes), 1)
     t = int(min(12, max(1, per // 20)))
-    p = int(max(1, np.ceil(per / t)))
-    starts, ends_ = [], []
+
+    def apart(a: float, b: float, deg: float) -> bool:
+        return abs(np.angle(np.exp(1j * (a - b)))) > np.radians(deg)
+
+    # spoke directions: at least 25° from the main links and 20° from each other.
+    # Closer spokes cut into the ~200 m reaches of a million-reach basin would end
+    # within the snap tolerance (50 m) of each other: a network finer than its own
+    # tolerances, whose fans of reaches the cleaning rightly merges. (Reaches much
+    # shorter than ~150 m, from a short spoke_length, have the same problem.)
+    plan = []
     for xy, gs in nodes:
-        if remaining <= 0:
-            break
         angles = []
         for g in gs:
             c = shapely.get_coordinates(g)
@@ -365,10 +371,19 @@ def make_dense_basin(
             angles.append(np.arctan2(other[1] - xy[1], other[0] - xy[0]))
         offset = rng.uniform(0, 2 * np.pi)
         cand = offset + np.arange(36) * (2 * np.pi / 36)
-        ok = [a for a in cand if all(abs(np.angle(np.exp(1j * (a - b)))) > np.radians(25)
-                                     for b in angles)]
+        ok = [a for a in cand if all(apart(a, b, 25) for b in angles)]
         step = max(1, len(ok) // t)
-        for a in ok[::step][:t]:
+        picked: list[float] = []
+        for a in ok[::step]:
+            if len(picked) < t and all(apart(a, b, 19.9) for b in picked):
+                picked.append(a)
+        plan.append((xy, picked))
+    p = int(max(1, np.ceil(remaining / max(sum(len(a) for _, a in plan), 1))))
+    starts, ends_ = [], []
+    for xy, picked in plan:
+        if remaining <= 0:
+            break
+        for a in picked:
             k = int(min(p, remaining))
             if k <= 0:
                 break

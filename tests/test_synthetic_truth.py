@@ -7,6 +7,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 import shapely.affinity
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as hst
 
 from basins.read import rivers_from_gdf
@@ -295,3 +296,20 @@ def test_a_longer_copy_gives_way_to_the_line_the_network_hangs_on(rot, copy_firs
     assert row.status == "merged" and f"duplicate of {orig_id}" in row.reason, row.reason
     assert (qa.set_index("feature_id").drop(index=copy_id).status == "used").all()
     assert abs(reaches.length.sum() - 30_000) < 1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_dense_basin_every_reach_used_and_sections_true(seed):
+    """SYNTHETIC dense basin (the scaling benchmark's generator, small): ~200 m
+    reaches, every one used (none merged or cut off), and the sections are the
+    coarse basin's truth. Spokes fanning out 10° apart ended 35 m from each other,
+    inside the 50 m snap tolerance, and were merged as copies."""
+    from basins.synthetic import make_dense_basin
+
+    b = make_dense_basin(seed=seed, rows=10, cols=10, reaches=15_000, spoke_length=4000.0)
+    res = discover_synthetic(b)
+    rivers_qa = res.qa[res.qa.layer == "rivers"]
+    assert len(rivers_qa) == len(b.rivers)
+    assert (rivers_qa.status == "used").all(), rivers_qa[rivers_qa.status != "used"].head()
+    got = sorted(zip(res.sections.upstream_ids, res.sections.downstream_ids))
+    assert got == sorted(zip(b.truth.upstream_ids, b.truth.downstream_ids))
