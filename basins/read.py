@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
-from pyproj import Transformer
+from pyproj import Proj, Transformer
 
 from . import settings as st
 
@@ -520,10 +520,19 @@ def read_dem(path: str | os.PathLike) -> Dem:
 # CRS helpers
 # ---------------------------------------------------------------------------
 def analysis_crs_for(*layers: gpd.GeoDataFrame) -> str:
-    """An equal-area Albers CRS (metres) centred on the layers' joint extent.
+    """The metric CRS every distance is measured in.
 
-    Deterministic for given data, so that reruns produce identical results.
+    The layers' own CRS when they share one that is projected, in metres, and
+    true to scale over their joint extent (within
+    :data:`basins.settings.MAX_SCALE_ERROR`, e.g. a UTM or Gauss-Krüger zone
+    covering a province): nothing is reprojected, and distances are as the
+    data's makers measured them. Otherwise an equal-area Albers CRS centred on
+    the layers' joint extent. Deterministic for given data, so that reruns
+    produce identical results.
     """
+    own = _own_metric_crs(layers)
+    if own is not None:
+        return own
     bounds = []
     for g in layers:
         if g is None or len(g) == 0:
@@ -552,3 +561,31 @@ def analysis_crs_for(*layers: gpd.GeoDataFrame) -> str:
         f"+proj=aea +lat_0={lat0} +lon_0={lon0} +lat_1={lat1} +lat_2={lat2} "
         "+x_0=0 +y_0=0 +datum=WGS84 +units=m +no_defs"
     )
+
+
+def _own_metric_crs(layers) -> str | None:
+    """The layers' shared CRS (as WKT) if it can serve as the analysis CRS, else None."""
+    used = [g for g in layers if g is not None and len(g)]
+    if not used or any(g.crs is None for g in used):
+        return None
+    crs = used[0].crs
+    if not crs.is_projected or any(not g.crs.equals(crs) for g in used[1:]):
+        return None
+    if any(ax.unit_name not in ("metre", "meter") for ax in crs.axis_info):
+        return None
+    b = np.array([g.total_bounds for g in used])
+    if not np.isfinite(b).all():
+        return None
+    # scale factors on a grid over the joint extent (corners and middles)
+    x = np.linspace(b[:, 0].min(), b[:, 2].max(), 5)
+    y = np.linspace(b[:, 1].min(), b[:, 3].max(), 5)
+    xx, yy = (a.ravel() for a in np.meshgrid(x, y))
+    try:
+        lon, lat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True).transform(xx, yy)
+        f = Proj(crs).get_factors(lon, lat)
+    except Exception:  # noqa: BLE001 - any projection failure: fall back to Albers
+        return None
+    scales = np.concatenate([np.asarray(f.meridional_scale), np.asarray(f.parallel_scale)])
+    if not np.isfinite(scales).all() or np.abs(scales - 1).max() > st.MAX_SCALE_ERROR:
+        return None
+    return crs.to_wkt()

@@ -1,7 +1,9 @@
 """All tolerances and defaults of `basins`, in one place.
 
-Every distance is in metres and is measured in the analysis CRS (an equal-area
-Albers projection centred on the data, see :func:`basins.read.analysis_crs_for`).
+Every distance is in metres and is measured in the analysis CRS: the data's own
+projected CRS when it is true to scale over the data (within
+:data:`MAX_SCALE_ERROR`), else an equal-area Albers projection centred on the
+data (see :func:`basins.read.analysis_crs_for`).
 Change a value for one run by passing a modified copy::
 
     from dataclasses import replace
@@ -19,6 +21,11 @@ from dataclasses import dataclass
 
 #: CRS of every output layer.
 OUTPUT_CRS = "EPSG:4326"
+
+#: largest scale error (0.01 = 1%) of the input's own projected CRS over the data
+#: for it to be used as the analysis CRS (a UTM zone is within 0.1% across its
+#: 6°); beyond it the data are reprojected to an equal-area Albers CRS
+MAX_SCALE_ERROR = 0.01
 
 
 @dataclass(frozen=True)
