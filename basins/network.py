@@ -600,13 +600,13 @@ def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings):
             part_of.setdefault(int(j), []).append((k, width, path.length, name))
         if width > settings.max_river_width_m:
             continue
-        if kept_tree is not None:  # a centre line already exists in the river layer
-            share = _cover_share(np.array([path]), kept_tree,
-                                 settings.duplicate_tolerance_m, settings.sample_step_m)[0]
-            if share >= 0.5:
-                continue
         rows.append({"reach_id": f"W{k}", "river": name, "source": source,
                      "source_row": -1, "geometry": path})
+    if kept_tree is not None and rows:  # a centre line already exists in the river layer
+        # (one call for every path: a k-d tree query per path costs its thread start-up)
+        share = _cover_share(np.array([r["geometry"] for r in rows], dtype=object), kept_tree,
+                             settings.duplicate_tolerance_m, settings.sample_step_m)
+        rows = [r for r, sh in zip(rows, share.tolist()) if sh < 0.5]
     out = gpd.GeoDataFrame(rows, columns=empty.columns, geometry="geometry", crs=crs) \
         if rows else empty
     return out, _water_qa(geoms, copy_of, part_of, {r["reach_id"] for r in rows}, source)
