@@ -973,7 +973,9 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
         firsts = ck[np.r_[True, (ck // n)[1:] != (ck // n)[:-1]]]
         out.update(zip((firsts // n).tolist(), ids[firsts % n].astype(str).tolist()))
     # never drop both of a pair: a line is dropped only in favour of a higher-ranked
-    # line, and higher-ranked lines are processed first, so drop chains resolve to a kept one
+    # line, and higher-ranked lines are processed first, so drop chains resolve to a
+    # kept one. The two steps below keep that: a spared line is kept, and a copy is
+    # dropped only in favour of a spared (kept) line.
     if out:
         cover_keys = np.concatenate(cover_keys)
         spared = _needed_duplicates(g, index, np.array(sorted(out)), cover_keys, n, snap)
@@ -1010,14 +1012,13 @@ def _copies_of_spared(g: np.ndarray, index: SegmentIndex, spared: np.ndarray,
     d1 = shapely.distance(shapely.points(e1), g[b])
     m = (share >= min_cover) & (d0 <= tol) & (d1 <= tol) & ~np.isin(a, list(out))
     # one line to copy per copy: the first spared line it covers
-    a, b, d0, d1 = a[m], b[m], d0[m], d1[m]
-    a, first = np.unique(a, return_index=True)
-    b, d0, d1 = b[first], d0[first], d1[first]
+    a, first = np.unique(a[m], return_index=True)
+    b, d0, d1, e0, e1 = (x[m][first] for x in (b, d0, d1, e0, e1))
     if len(a) == 0:
         return {}
     # the copies' ends away from their originals, and the lines ending there
     far = np.concatenate([d0 > snap, d1 > snap])
-    ends = np.concatenate([e0[m][first], e1[m][first]])
+    ends = np.concatenate([e0, e1])
     ai, other = _ends_attached(g, index, np.concatenate([a, a]), ends, snap)
     m = far[ai]
     ai, other = ai[m], other[m]

@@ -24,6 +24,7 @@ import pandas as pd
 import pyogrio
 import shapely
 from pyproj import Proj, Transformer
+from pyproj.exceptions import CRSError, ProjError
 
 from . import settings as st
 
@@ -583,7 +584,7 @@ def _own_metric_crs(layers) -> str | None:
     try:
         lon, lat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True).transform(xx, yy)
         f = Proj(crs).get_factors(lon, lat)
-    except Exception:  # noqa: BLE001 - any projection failure: fall back to Albers
+    except (ProjError, CRSError):  # a CRS pyproj cannot invert or measure: use Albers
         return None
     scales = np.concatenate([np.asarray(f.meridional_scale), np.asarray(f.parallel_scale)])
     if not np.isfinite(scales).all() or np.abs(scales - 1).max() > st.MAX_SCALE_ERROR:
