@@ -37,7 +37,7 @@ from scipy.spatial import cKDTree
 
 from . import settings as st
 from .network import (QA_COLUMNS, OrientedNetwork, line_ends, point_segment_distance,
-                      points_in_polygons, reaches_from_graph, sample_lines, thread_map)
+                      points_in_polygons, reaches_from_graph, sample_lines)
 
 OUTSIDE = -1
 #: label of samples on virtual links across water bodies (county unknown there)
@@ -292,63 +292,106 @@ def chains_from_reaches(edges: gpd.GeoDataFrame) -> list[Chain]:
 # ---------------------------------------------------------------------------
 # labelling
 # ---------------------------------------------------------------------------
-def _near_segments(xy: np.ndarray, counties: np.ndarray, tol: float):
-    """Two-point segments of the county outlines that may lie within ``tol`` of a point.
+class CountyOutlines:
+    """County outlines as two-point segments of at most ``max_len``, for near searches.
 
-    County outlines have millions of vertices, and a river passes near few of
-    them, so the outlines are filtered before any geometry is built: outlines are
-    densified to segments of at most ``tol``, and a segment is kept when one of its
-    ends lies in a grid cell (side ``2 * tol``) next to a cell holding a point. A
-    segment within ``tol`` of a point has both ends within ``2 * tol`` of it, so
-    nothing near is lost.
+    County outlines have millions of vertices and a river passes near few of them:
+    the outlines are cut into segments once per county layer (nationally that
+    costs ~0.2 s; :func:`basins.discover.discover` does it while the rivers are
+    cleaned), and each search keeps the segments near its points before any
+    distance is computed.
 
-    Returns
-    -------
-    start, end, owner
-        Coordinates of the segments' ends, and the index of the county each belongs to.
+    Parameters
+    ----------
+    counties
+        County polygons (analysis CRS); ``owner`` indexes this array.
+    max_len
+        Longest segment (outlines are densified as GEOS ``segmentize`` does).
     """
-    parts, owner_part = shapely.get_parts(counties, return_index=True)
-    rings, ring_part = shapely.get_rings(parts, return_index=True)
-    rings = shapely.segmentize(rings, tol)
-    coords, ridx = shapely.get_coordinates(rings, return_index=True)
-    same = np.flatnonzero(ridx[1:] == ridx[:-1])
-    if len(xy) == 0 or len(same) == 0:
-        return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, dtype=int)
-    cell = 2.0 * tol
-    lo = xy.min(axis=0) - 2 * cell
-    pc = np.floor((xy - lo) / cell).astype(np.int64)
-    shape = pc.max(axis=0) + 3
-    near = np.zeros(int(shape[0]) * int(shape[1]), bool) if shape.prod() <= 50_000_000 else None
-    keys = []
-    for dx in (-1, 0, 1):
-        for dy in (-1, 0, 1):
-            k = (pc[:, 0] + dx) * shape[1] + (pc[:, 1] + dy)
-            if near is not None:
-                near[k] = True
-            else:
-                keys.append(k)
-    vx = np.floor((coords[:, 0] - lo[0]) / cell).astype(np.int64)
-    vy = np.floor((coords[:, 1] - lo[1]) / cell).astype(np.int64)
-    inside = (vx >= 0) & (vy >= 0) & (vx < shape[0]) & (vy < shape[1])
-    vkey = np.where(inside, vx * shape[1] + vy, -1)
-    if near is not None:
-        vhit = inside & near[np.maximum(vkey, 0)]
-    else:  # a huge sparse extent: look cells up by sorting instead
-        vhit = inside & np.isin(vkey, np.unique(np.concatenate(keys)))
-    same = same[vhit[same] | vhit[same + 1]]
-    return (np.take(coords, same, axis=0), np.take(coords, same + 1, axis=0),
-            owner_part[ring_part[ridx[same]]])
+
+    def __init__(self, counties: np.ndarray, max_len: float) -> None:
+        parts, owner_part = shapely.get_parts(counties, return_index=True)
+        rings, ring_part = shapely.get_rings(parts, return_index=True)
+        rings = shapely.segmentize(rings, max_len)
+        self.coords, ridx = shapely.get_coordinates(rings, return_index=True)
+        #: index of each segment's first vertex in ``coords``
+        self.first = np.flatnonzero(ridx[1:] == ridx[:-1])
+        #: county of each segment
+        self.owner = owner_part[ring_part[ridx[self.first]]]
+        self.max_len = float(max_len)
+        self.n_counties = len(counties)
+
+    def near(self, xy: np.ndarray, tol: float):
+        """The segments that may lie within ``tol`` of a point.
+
+        A segment is kept when one of its ends lies in a grid cell (side ``tol +
+        max_len``) next to a cell holding a point: a segment within ``tol`` of a
+        point has both ends within ``tol + max_len`` of it, so nothing near is lost.
+
+        Returns
+        -------
+        start, end, owner
+            Coordinates of the segments' ends, and the index of their county.
+        """
+        coords, same = self.coords, self.first
+        if len(xy) == 0 or len(same) == 0:
+            return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, dtype=int)
+        cell = float(tol) + self.max_len
+        lo = xy.min(axis=0) - 2 * cell
+        pc = np.floor((xy - lo) / cell).astype(np.int64)
+        shape = pc.max(axis=0) + 3
+        near = np.zeros(int(shape[0]) * int(shape[1]), bool) if shape.prod() <= 50_000_000 \
+            else None
+        keys = []
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                k = (pc[:, 0] + dx) * shape[1] + (pc[:, 1] + dy)
+                if near is not None:
+                    near[k] = True
+                else:
+                    keys.append(k)
+        vx = np.floor((coords[:, 0] - lo[0]) / cell).astype(np.int64)
+        vy = np.floor((coords[:, 1] - lo[1]) / cell).astype(np.int64)
+        inside = (vx >= 0) & (vy >= 0) & (vx < shape[0]) & (vy < shape[1])
+        vkey = np.where(inside, vx * shape[1] + vy, -1)
+        if near is not None:
+            vhit = inside & near[np.maximum(vkey, 0)]
+        else:  # a huge sparse extent: look cells up by sorting instead
+            vhit = inside & np.isin(vkey, np.unique(np.concatenate(keys)))
+        keep = np.flatnonzero(vhit[same] | vhit[same + 1])
+        same = same[keep]
+        return np.take(coords, same, axis=0), np.take(coords, same + 1, axis=0), self.owner[keep]
 
 
-def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float):
+def _usable(counties: gpd.GeoDataFrame) -> np.ndarray:
+    """Counties with a geometry: the ones samples are labelled with."""
+    return ~(counties.geometry.isna() | counties.geometry.is_empty).to_numpy()
+
+
+def county_outlines_for(counties: gpd.GeoDataFrame,
+                        settings: st.Settings = st.DEFAULT) -> CountyOutlines:
+    """The :class:`CountyOutlines` that :func:`sections_from_network` labels samples with.
+
+    ``counties`` must be in the analysis CRS. Building them takes a while on a
+    large layer; :func:`basins.discover.discover` does it on a second thread.
+    """
+    cty = counties[_usable(counties)]
+    return CountyOutlines(np.asarray(cty.geometry.array, dtype=object),
+                          settings.boundary_tolerance_m)
+
+
+def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float,
+                   outlines: CountyOutlines | None = None):
     """Nearest and second-nearest county within ``tol`` of each point (-1 when none).
 
-    ``xy`` is an (n, 2) array of coordinates in the counties' CRS.
+    ``xy`` is an (n, 2) array of coordinates in the counties' CRS; ``outlines``,
+    when given, are the :class:`CountyOutlines` of ``counties``.
     """
     # inside: distance 0; near: distance to the county's outline, cut into short
     # segments so each distance is cheap (county outlines have thousands of vertices)
     pin, cin = points_in_polygons(xy, counties)
-    sa, sb, seg_owner = _near_segments(xy, counties, tol)
+    outlines = outlines if outlines is not None else CountyOutlines(counties, tol)
+    sa, sb, seg_owner = outlines.near(xy, tol)
     # candidate pairs: segment midpoints within tol + half the longest segment of a
     # point (k-d trees, no geometry objects); then exact distances in numpy
     if len(sa) and len(xy):
@@ -395,14 +438,74 @@ def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float):
     return a, b
 
 
-def _side_votes(xy, tangents, a, b, counties, tol) -> np.ndarray:
+def _distances_to_counties(xy: np.ndarray, county: np.ndarray, counties: np.ndarray,
+                           outlines: CountyOutlines, reach: float) -> np.ndarray:
+    """Distance from each point ``xy[i]`` to the polygon ``counties[county[i]]``.
+
+    For points outside their polygon (the distance to a polygon is then the
+    distance to its outline) that are expected within ``reach`` of it: the
+    outline segments near the points come from ``outlines`` and distances are
+    exact, in numpy; a point with no segment of its county within ``reach`` gets
+    GEOS's distance to the whole polygon. That replaces one GEOS call per point
+    over every vertex of the county (~20 µs each).
+    """
+    out = np.full(len(xy), np.nan)
+    if len(xy) == 0:
+        return out
+    sa, sb, own = outlines.near(xy, reach)
+    wanted = np.zeros(outlines.n_counties, bool)
+    wanted[county] = True
+    keep = wanted[own]
+    sa, sb, own = sa[keep], sb[keep], own[keep]
+    if len(sa):
+        half = float(np.hypot(*(sb - sa).T).max()) / 2
+        pairs = cKDTree(xy).sparse_distance_matrix(cKDTree((sa + sb) / 2), reach + half + 1e-6,
+                                                   output_type="ndarray")
+        pi, sj = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64)
+        mine = own[sj] == county[pi]
+        pi, sj = pi[mine], sj[mine]
+        d = point_segment_distance(np.take(xy, pi, axis=0), np.take(sa, sj, axis=0),
+                                   np.take(sb, sj, axis=0))
+        order = np.argsort(pi, kind="stable")
+        pi, d = pi[order], d[order]
+        if len(pi):
+            starts = np.flatnonzero(np.r_[True, pi[1:] != pi[:-1]])
+            out[pi[starts]] = np.minimum.reduceat(d, starts)
+    far = np.flatnonzero(np.isnan(out) | (out > reach))  # nothing within reach: whole polygon
+    if len(far):
+        out[far] = shapely.distance(shapely.points(xy[far]), counties[county[far]])
+    return out
+
+
+def _contested(votes: np.ndarray, run: np.ndarray) -> np.ndarray:
+    """Samples whose vote (now 0, to come in [-0.5, 0.5]) could change their run's sign.
+
+    A run's sign (sum >= 0) is settled when its other votes outweigh half a vote
+    per open sample; a tie is left open, so it is worked out in full.
+    """
+    runs, r = np.unique(run, return_inverse=True)
+    decided = np.bincount(r, weights=votes, minlength=len(runs))
+    undecided = votes == 0
+    room = np.bincount(r[undecided], minlength=len(runs)) * 0.5
+    return undecided & (np.abs(decided) <= room)[r]
+
+
+def _side_votes(xy, tangents, a, b, counties, tol,
+                outlines: CountyOutlines | None = None,
+                run: np.ndarray | None = None) -> np.ndarray:
     """Positive where county ``a`` lies to the left of the flow direction.
 
     Probes at ``tol / 2`` and ``tol`` to each side of the river: +1 for each probe
     in the county that side would put it in (a left, b right), -1 for each probe in
     the other; summed over a run this measures which county fills which side. Where
     the probes decide nothing (both in a gap, or both in one county) the distances
-    from the probes to the two counties vote instead.
+    from the outer probes to the two counties vote instead, scaled into
+    [-0.5, 0.5]. ``a`` and ``b`` are both within ``tol`` of each sample (they are
+    its label), so every one of those distances is at most ``2 * tol``.
+
+    With ``run`` (the run of each sample), only the sign of each run's sum is
+    kept exact: a run whose probe votes outweigh half a vote per undecided sample
+    has its sign whatever the distances say, and its undecided samples vote 0.
     """
     normal = np.column_stack([-tangents[:, 1], tangents[:, 0]])
     shapely.prepare(counties)
@@ -410,42 +513,51 @@ def _side_votes(xy, tangents, a, b, counties, tol) -> np.ndarray:
     votes = np.zeros(len(xy))
     for k in (0.5, 1.0):  # two probes a side sample the strip beside the river
         lxy, rxy = xy + normal * (k * tol), xy - normal * (k * tol)
-        votes += shapely.contains_xy(ga, lxy[:, 0], lxy[:, 1])
-        votes += shapely.contains_xy(gb, rxy[:, 0], rxy[:, 1])
-        votes -= shapely.contains_xy(gb, lxy[:, 0], lxy[:, 1])
-        votes -= shapely.contains_xy(ga, rxy[:, 0], rxy[:, 1])
-    lxy, rxy = xy + normal * tol, xy - normal * tol
-    undecided = np.flatnonzero(votes == 0)
-    if len(undecided):
-        lp = shapely.points(lxy[undecided])
-        rp = shapely.points(rxy[undecided])
-        ga, gb = ga[undecided], gb[undecided]
-        # distances to whole county polygons are the slow part: two threads (GEOS
-        # releases the GIL), each on half the samples
-        half = np.array_split(np.arange(len(undecided)), 2)
-
-        def dist(ix):
-            return (shapely.distance(lp[ix], ga[ix]) + shapely.distance(rp[ix], gb[ix]),
-                    shapely.distance(lp[ix], gb[ix]) + shapely.distance(rp[ix], ga[ix]))
-        parts = thread_map(dist, half)
-        d1 = np.concatenate([p[0] for p in parts])  # a left, b right
-        d2 = np.concatenate([p[1] for p in parts])
+        la = shapely.contains_xy(ga, lxy[:, 0], lxy[:, 1])
+        rb = shapely.contains_xy(gb, rxy[:, 0], rxy[:, 1])
+        lb = shapely.contains_xy(gb, lxy[:, 0], lxy[:, 1])
+        ra = shapely.contains_xy(ga, rxy[:, 0], rxy[:, 1])
+        votes += la
+        votes += rb
+        votes -= lb
+        votes -= ra
+    u = np.flatnonzero(votes == 0)
+    if run is not None and len(u):
+        u = u[_contested(votes, run)[u]]
+    if len(u):
+        # the outer probes (the last loop's): a left, b right, then b left, a right;
+        # zero where a probe lies inside the county
+        pts = np.concatenate([lxy[u], rxy[u], lxy[u], rxy[u]])
+        cty = np.concatenate([a[u], b[u], b[u], a[u]])
+        inside = np.concatenate([la[u], rb[u], lb[u], ra[u]])
+        d = np.zeros(len(pts))
+        o = np.flatnonzero(~inside)
+        outlines = outlines if outlines is not None else CountyOutlines(counties, tol)
+        d[o] = _distances_to_counties(pts[o], cty[o], counties, outlines, 2 * tol + 1.0)
+        n = len(u)
+        d1 = d[:n] + d[n:2 * n]  # a left, b right
+        d2 = d[2 * n:3 * n] + d[3 * n:]
         # scaled below one probe's vote: distances only break ties
-        votes[undecided] = np.clip((d2 - d1) / (4 * tol), -0.5, 0.5)
+        votes[u] = np.clip((d2 - d1) / (4 * tol), -0.5, 0.5)
     return votes
 
 
-def _runs_for_chains(chains, counties_g, settings):
+def _runs_for_chains(chains, counties_g, settings, outlines: CountyOutlines | None = None):
     geoms = np.array([c.geometry for c in chains], dtype=object)
     if len(geoms) == 0:
         return
     step = settings.sample_step_m
     xy, li, dist = sample_lines(geoms, step, as_xy=True)
-    a, b = _label_samples(xy, counties_g, settings.boundary_tolerance_m)
+    tol = settings.boundary_tolerance_m
+    outlines = outlines if outlines is not None else CountyOutlines(counties_g, tol)
+    a, b = _label_samples(xy, counties_g, tol, outlines)
     for c in chains:  # samples inside virtual links: no county is known there
         for s0, s1 in c.virtual:
             on = (li == c.cid) & (dist > s0) & (dist < s1)
             a[on], b[on] = VIRTUAL, -1
+    # raw runs: stretches of equal labels along each chain, in arrays; a run ends
+    # half-way between its last sample and the next run's first
+    brk = np.flatnonzero(np.r_[True, (li[1:] != li[:-1]) | (a[1:] != a[:-1]) | (b[1:] != b[:-1])])
     # tangents for pair samples (for left/right bank)
     pair = b >= 0
     if pair.any():
@@ -458,13 +570,13 @@ def _runs_for_chains(chains, counties_g, settings):
         norm = np.linalg.norm(t, axis=1)
         norm[norm == 0] = 1.0
         votes = np.zeros(len(xy))
+        run_of = np.zeros(len(xy), dtype=np.int64)
+        run_of[brk[1:]] = 1
+        run_of = np.cumsum(run_of)
         votes[pair] = _side_votes(xy[pair], t / norm[:, None], a[pair], b[pair], counties_g,
-                                  settings.boundary_tolerance_m)
+                                  tol, outlines, run_of[pair])
     else:
         votes = np.zeros(len(xy))
-    # raw runs: stretches of equal labels along each chain, in arrays; a run ends
-    # half-way between its last sample and the next run's first
-    brk = np.flatnonzero(np.r_[True, (li[1:] != li[:-1]) | (a[1:] != a[:-1]) | (b[1:] != b[:-1])])
     last = np.r_[brk[1:], len(xy)] - 1
     vote_sum = np.add.reduceat(votes, brk) if len(brk) else np.zeros(0)
     chain_of = li[brk]
@@ -689,6 +801,7 @@ def sections_from_network(
     counties: gpd.GeoDataFrame,
     settings: st.Settings = st.DEFAULT,
     qa: pd.DataFrame | None = None,
+    outlines: CountyOutlines | None = None,
 ) -> Discovery:
     """Find every cross-boundary section on an oriented network.
 
@@ -703,6 +816,9 @@ def sections_from_network(
     qa
         QA rows from :func:`basins.network.reaches_from_rivers`, completed here with
         orientation flags and county rows.
+    outlines
+        :func:`county_outlines_for` the same counties, when already built (else
+        they are built here).
 
     Returns
     -------
@@ -710,12 +826,15 @@ def sections_from_network(
     """
     crs = net.crs
     cty = counties.to_crs(crs).reset_index(drop=True)
-    usable = ~(cty.geometry.isna() | cty.geometry.is_empty).to_numpy()
+    usable = _usable(cty)
     cty_used = cty[usable].reset_index(drop=True)
     pc_arrays = (cty_used.province.to_numpy(), cty_used.city.to_numpy())
     cg = np.asarray(cty_used.geometry.array, dtype=object)  # plain array: no pandas ufunc path
+    if outlines is not None and outlines.n_counties != len(cg):
+        raise ValueError(f"outlines are of {outlines.n_counties} counties, the layer has "
+                         f"{len(cg)} usable ones: build them with county_outlines_for(counties)")
     chains = chains_from_reaches(net.edges)
-    _runs_for_chains(chains, cg, settings)
+    _runs_for_chains(chains, cg, settings, outlines)
     _smooth_network(chains, settings)
 
     edge_flags = dict(zip(net.edges.reach_id.tolist(), net.edges.orientation_flag.tolist()))

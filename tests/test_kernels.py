@@ -15,7 +15,8 @@ from scipy.interpolate import RegularGridInterpolator
 
 from basins.network import SegmentIndex, _medial_path
 from basins.read import Dem
-from basins.sections import _label_samples
+from basins.sections import (CountyOutlines, _contested, _distances_to_counties, _label_samples,
+                             _side_votes)
 from basins.synthetic import make_basin
 
 
@@ -414,3 +415,75 @@ def test_near_duplicate_pretest_changes_nothing(seed, pieces, shift, cover):
     with patch.object(network, "_DUP_PRETEST", False):
         without = network._near_duplicates(lines, ids, s)
     assert with_test == without
+
+
+@hsettings(max_examples=15, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(300, 4000))
+def test_distances_to_counties_match_shapely(seed, tol):
+    # the outline-segment distances equal GEOS's distance to the whole polygon,
+    # both for points within the search reach and (by the fallback) beyond it
+    b = make_basin(seed=seed % 1000)
+    counties = np.asarray(b.counties.geometry.array, dtype=object)
+    rng = np.random.default_rng(seed)
+    x0, y0, x1, y1 = b.counties.total_bounds
+    xy = np.column_stack([rng.uniform(x0 - tol, x1 + tol, 300), rng.uniform(y0 - tol, y1 + tol, 300)])
+    which = rng.integers(0, len(counties), len(xy))
+    want = shapely.distance(shapely.points(xy), counties[which])
+    out = want > 0
+    got = _distances_to_counties(xy[out], which[out], counties, CountyOutlines(counties, tol),
+                                 2 * tol)
+    assert np.allclose(got, want[out], rtol=0, atol=1e-6)
+
+
+@hsettings(max_examples=15, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(300, 3000))
+def test_side_votes_keep_every_run_sign(seed, tol):
+    # skipping the distance votes of runs the probes already decide leaves the
+    # sign of every run's sum (which bank is left) as the full computation gives
+    b = make_basin(seed=seed % 1000)
+    counties = np.asarray(b.counties.geometry.array, dtype=object)
+    rng = np.random.default_rng(seed)
+    x0, y0, x1, y1 = b.counties.total_bounds
+    n = 400
+    xy = np.column_stack([rng.uniform(x0, x1, n), rng.uniform(y0, y1, n)])
+    a, bb = _label_samples(xy, counties, tol)
+    pair = np.flatnonzero(bb >= 0)
+    if len(pair) == 0:
+        return
+    ang = rng.uniform(0, 2 * np.pi, len(pair))
+    tangents = np.column_stack([np.cos(ang), np.sin(ang)])
+    run = np.sort(rng.integers(0, max(len(pair) // 3, 1), len(pair)))  # runs of a few samples
+    full = _side_votes(xy[pair], tangents, a[pair], bb[pair], counties, tol)
+    pruned = _side_votes(xy[pair], tangents, a[pair], bb[pair], counties, tol, run=run)
+    runs = np.unique(run)
+    s_full = np.array([full[run == r].sum() for r in runs])
+    s_pruned = np.array([pruned[run == r].sum() for r in runs])
+    assert np.array_equal(s_full >= 0, s_pruned >= 0)
+    # the pruning does skip work: a sample's vote is either kept or zeroed
+    assert np.all((pruned == full) | (pruned == 0))
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(data=hs.data())
+def test_contested_votes_are_the_only_ones_that_can_flip_a_run(data):
+    # probe votes are whole numbers; a distance vote comes later in [-0.5, 0.5]:
+    # whatever those turn out to be, zeroing the uncontested ones keeps each run's sign
+    n = data.draw(hs.integers(1, 30))
+    # (open samples drawn often: runs with several are the interesting ones)
+    votes = np.array(data.draw(hs.lists(hs.sampled_from([0, 0, 0, -1, 1, -2, 2, -4, 4]),
+                                        min_size=n, max_size=n)), float)
+    run = np.sort(np.array(data.draw(hs.lists(hs.integers(0, 5), min_size=n, max_size=n))))
+    later = np.array(data.draw(hs.lists(hs.sampled_from([-0.5, -0.25, 0.0, 0.25, 0.5]),
+                                        min_size=n, max_size=n)))
+    open_ = votes == 0
+    full = np.where(open_, later, votes)
+    pruned = np.where(_contested(votes, run), later, votes)
+    for r in np.unique(run):
+        assert (full[run == r].sum() >= 0) == (pruned[run == r].sum() >= 0)
+
+
+def test_contested_tie_is_worked_out():
+    # one vote against two open samples: if both later vote +0.5 the run sums to
+    # exactly 0, which counts as a for the left bank, so the open samples must count
+    votes, run = np.array([-1.0, 0.0, 0.0]), np.zeros(3, dtype=int)
+    assert _contested(votes, run).tolist() == [False, True, True]
