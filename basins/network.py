@@ -30,6 +30,7 @@ flag in ``orientation_flag``; they are never guessed silently.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import geopandas as gpd
@@ -311,13 +312,17 @@ def reaches_from_rivers(
             statuses[rid_arr[i]] = "excluded"
             alive[i] = False
             shore[i] = True
-    # double-line rivers: a centre line replaces the bank lines
+    # double-line rivers: a centre line replaces the bank lines; near duplicates (the
+    # same river digitised twice, e.g. hyd1_4l and hyd2_4l). Neither depends on the
+    # other: the duplicates are found on a second thread while the centre lines are
+    # derived (much of both is GEOS, Qhull and k-d trees, which release the GIL)
     shore_idx = np.flatnonzero(shore)
-    extra, water_qa = _centrelines(wgeoms, wcopy, water, parts.iloc[shore_idx], g[alive],
-                                   crs, settings)
-    # near duplicates (the same river digitised twice, e.g. hyd1_4l and hyd2_4l)
     idx = np.flatnonzero(alive)
-    dup_of = _near_duplicates(g[idx], parts.reach_id.to_numpy()[idx], settings)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        dups = pool.submit(_near_duplicates, g[idx], parts.reach_id.to_numpy()[idx], settings)
+        extra, water_qa = _centrelines(wgeoms, wcopy, water, parts.iloc[shore_idx], g[alive],
+                                       crs, settings)
+        dup_of = dups.result()
     for j, other in dup_of.items():
         rid = rid_arr[idx[j]]
         reasons[rid], statuses[rid] = f"duplicate of {other} (within tolerance)", "merged"
@@ -386,8 +391,6 @@ def thread_map(fn, items: list) -> list:
     """
     if len(items) < 2:
         return [fn(x) for x in items]
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as ex:
         return list(ex.map(fn, items))
 
