@@ -45,6 +45,46 @@ def _e(value) -> str:
 # ---------------------------------------------------------------------------
 # shared pieces
 # ---------------------------------------------------------------------------
+def stable_ids(m: folium.Map) -> folium.Map:
+    """Number the map's elements in document order instead of folium's random ids.
+
+    folium names every element (and the JavaScript variable behind it) with 32
+    random hex digits, so the same map saved twice differs on every line. Here
+    each element gets its position in the element tree instead, and the
+    children's keys (which folium's templates also print) follow. The same
+    inputs then give a byte-identical HTML file, and a map kept in git diffs
+    only where the data changed.
+    """
+    from collections import OrderedDict
+
+    from branca.element import Element
+
+    count = 0
+    seen: set[int] = set()
+
+    def walk(el: Element) -> None:
+        nonlocal count
+        if id(el) in seen:
+            return
+        seen.add(id(el))
+        el._id = f"{count:032x}"
+        count += 1
+        children = OrderedDict()
+        for key, child in list(el._children.items()):
+            was = child.get_name()
+            walk(child)
+            # keys given explicitly (not the element's own name) stay as they are
+            children[child.get_name() if key == was else key] = child
+        el._children = children
+        for part in ("header", "html", "script"):  # a figure's or popup's own parts
+            x = getattr(el, part, None)
+            if isinstance(x, Element):
+                walk(x)
+
+    walk(m.get_root())
+    return m
+
+
 def simplify_counties(counties: gpd.GeoDataFrame, tolerance_m: float, crs: str) -> gpd.GeoDataFrame:
     """Simplify county outlines keeping shared borders shared (coverage simplification)."""
     c = counties.to_crs(crs)
@@ -541,7 +581,7 @@ def write_maps(result: Discovery, audit=None, settlement=None, out_dir: str | os
     for kind, m in maps.items():
         p = out_dir / f"{prefix}_{kind}.html"
         with atomic_path(p, ".html") as tmp:
-            m.save(str(tmp))
+            stable_ids(m).save(str(tmp))
         paths.append(p)
         if static:
             fig = static_map(kind, result, audit, settlement, yr,

@@ -191,3 +191,23 @@ def test_optional_tile_layer_fails_gracefully_offline(browser, shandong, tmp_pat
     n = browser.execute_script("return document.querySelectorAll('path.basins-section').length")
     assert n == len(res.sections)
     assert browser.execute_script("return !!document.getElementById('basins-legend')")
+
+
+def test_html_maps_are_byte_identical_on_rerun(shandong, tmp_path):
+    # folium names every element with random hex; write_maps numbers them instead,
+    # so the same inputs give the same file (maps kept in git diff only where data did)
+    from basins.agreements import read_agreements
+    from basins.audit import audit
+    from basins.data import geodata_dir
+    from basins.maps import write_maps
+
+    _, res = shandong
+    ags = read_agreements(geodata_dir() / "shandong_agreements_ILLUSTRATIVE.csv", res.counties)
+    au = audit(res, ags, year=2025)
+    runs = [write_maps(res, au, out_dir=tmp_path / f"run{k}", static=False) for k in (1, 2)]
+    assert [p.name for p in runs[0]] == ["basins_network.html", "basins_coverage.html"]
+    for a, b in zip(*runs):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    # and the popups still point at their own content (names follow the new ids)
+    html = runs[0][0].read_text(encoding="utf-8")
+    assert "setContent(html_" in html and html.count("popup_") > len(res.sections)
