@@ -96,14 +96,21 @@ def test_segment_index_does_not_join_parts():
     assert len(pi) == 0
 
 
-@hsettings(max_examples=10, deadline=None)
-@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(300, 4000))
-def test_label_samples_match_brute_force(seed, tol):
+def _counties_and_points(seed: int, n: int, margin: float):
+    """A SYNTHETIC basin's county polygons, and ``n`` random points over it (``margin`` beyond)."""
     b = make_basin(seed=seed % 1000)
     counties = np.asarray(b.counties.geometry.array, dtype=object)
     rng = np.random.default_rng(seed)
     x0, y0, x1, y1 = b.counties.total_bounds
-    xy = np.column_stack([rng.uniform(x0 - tol, x1 + tol, 300), rng.uniform(y0 - tol, y1 + tol, 300)])
+    xy = np.column_stack([rng.uniform(x0 - margin, x1 + margin, n),
+                          rng.uniform(y0 - margin, y1 + margin, n)])
+    return counties, rng, xy
+
+
+@hsettings(max_examples=10, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(300, 4000))
+def test_label_samples_match_brute_force(seed, tol):
+    counties, _, xy = _counties_and_points(seed, 300, tol)
     pts = shapely.points(xy)
     a, bb = _label_samples(xy, counties, tol)
     for i, p in enumerate(pts):
@@ -422,11 +429,7 @@ def test_near_duplicate_pretest_changes_nothing(seed, pieces, shift, cover):
 def test_distances_to_counties_match_shapely(seed, tol):
     # the outline-segment distances equal GEOS's distance to the whole polygon,
     # both for points within the search reach and (by the fallback) beyond it
-    b = make_basin(seed=seed % 1000)
-    counties = np.asarray(b.counties.geometry.array, dtype=object)
-    rng = np.random.default_rng(seed)
-    x0, y0, x1, y1 = b.counties.total_bounds
-    xy = np.column_stack([rng.uniform(x0 - tol, x1 + tol, 300), rng.uniform(y0 - tol, y1 + tol, 300)])
+    counties, rng, xy = _counties_and_points(seed, 300, tol)
     which = rng.integers(0, len(counties), len(xy))
     want = shapely.distance(shapely.points(xy), counties[which])
     out = want > 0
@@ -440,12 +443,7 @@ def test_distances_to_counties_match_shapely(seed, tol):
 def test_side_votes_keep_every_run_sign(seed, tol):
     # skipping the distance votes of runs the probes already decide leaves the
     # sign of every run's sum (which bank is left) as the full computation gives
-    b = make_basin(seed=seed % 1000)
-    counties = np.asarray(b.counties.geometry.array, dtype=object)
-    rng = np.random.default_rng(seed)
-    x0, y0, x1, y1 = b.counties.total_bounds
-    n = 400
-    xy = np.column_stack([rng.uniform(x0, x1, n), rng.uniform(y0, y1, n)])
+    counties, rng, xy = _counties_and_points(seed, 400, 0.0)
     a, bb = _label_samples(xy, counties, tol)
     pair = np.flatnonzero(bb >= 0)
     if len(pair) == 0:
