@@ -363,6 +363,16 @@ class CountyOutlines:
         return np.take(coords, same, axis=0), np.take(coords, same + 1, axis=0), self.owner[keep]
 
 
+def _candidate_pairs(xy: np.ndarray, sa: np.ndarray, sb: np.ndarray, tol: float):
+    """(point, segment) pairs with the segment's midpoint within ``tol`` plus half the
+    longest segment of the point: every segment within ``tol`` of a point is among
+    them (k-d trees, no geometry objects)."""
+    reach = tol + float(np.hypot(*(sb - sa).T).max()) / 2 + 1e-6
+    pairs = cKDTree(xy).sparse_distance_matrix(cKDTree((sa + sb) / 2), reach,
+                                               output_type="ndarray")
+    return pairs["i"].astype(np.int64), pairs["j"].astype(np.int64)
+
+
 def _usable(counties: gpd.GeoDataFrame) -> np.ndarray:
     """Counties with a geometry: the ones samples are labelled with."""
     return ~(counties.geometry.isna() | counties.geometry.is_empty).to_numpy()
@@ -392,13 +402,9 @@ def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float,
     pin, cin = points_in_polygons(xy, counties)
     outlines = outlines if outlines is not None else CountyOutlines(counties, tol)
     sa, sb, seg_owner = outlines.near(xy, tol)
-    # candidate pairs: segment midpoints within tol + half the longest segment of a
-    # point (k-d trees, no geometry objects); then exact distances in numpy
+    # candidate pairs, then exact distances in numpy
     if len(sa) and len(xy):
-        reach = tol + float(np.hypot(*(sb - sa).T).max()) / 2 + 1e-6
-        pairs = cKDTree(xy).sparse_distance_matrix(cKDTree((sa + sb) / 2), reach,
-                                                   output_type="ndarray")
-        pj, sj = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64)
+        pj, sj = _candidate_pairs(xy, sa, sb, tol)
         # a point inside a county is at distance 0 from it: its own outline's
         # segments need no distance (about half the pairs on a border river)
         home = np.full(len(xy), -1, dtype=np.int64)
@@ -458,10 +464,7 @@ def _distances_to_counties(xy: np.ndarray, county: np.ndarray, counties: np.ndar
     keep = wanted[own]
     sa, sb, own = sa[keep], sb[keep], own[keep]
     if len(sa):
-        half = float(np.hypot(*(sb - sa).T).max()) / 2
-        pairs = cKDTree(xy).sparse_distance_matrix(cKDTree((sa + sb) / 2), reach + half + 1e-6,
-                                                   output_type="ndarray")
-        pi, sj = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64)
+        pi, sj = _candidate_pairs(xy, sa, sb, reach)
         mine = own[sj] == county[pi]
         pi, sj = pi[mine], sj[mine]
         d = point_segment_distance(np.take(xy, pi, axis=0), np.take(sa, sj, axis=0),
