@@ -439,19 +439,19 @@ def test_distances_to_counties_match_shapely(seed, tol):
 
 
 @hsettings(max_examples=15, deadline=None)
-@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(300, 3000))
+@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(600, 3000))
 def test_side_votes_keep_every_run_sign(seed, tol):
     # skipping the distance votes of runs the probes already decide leaves the
     # sign of every run's sum (which bank is left) as the full computation gives
-    counties, rng, xy = _counties_and_points(seed, 400, 0.0)
+    counties, rng, xy = _counties_and_points(seed, 1000, 0.0)
     a, bb = _label_samples(xy, counties, tol)
     pair = np.flatnonzero(bb >= 0)
-    if len(pair) == 0:
-        return
+    assert len(pair) > 0  # (dozens at these sizes: points near borders, with a pair label)
     ang = rng.uniform(0, 2 * np.pi, len(pair))
     tangents = np.column_stack([np.cos(ang), np.sin(ang)])
     run = np.sort(rng.integers(0, max(len(pair) // 3, 1), len(pair)))  # runs of a few samples
     full = _side_votes(xy[pair], tangents, a[pair], bb[pair], counties, tol)
+    assert (full != np.round(full)).any()  # some probes decided nothing: distances voted
     pruned = _side_votes(xy[pair], tangents, a[pair], bb[pair], counties, tol, run=run)
     runs = np.unique(run)
     s_full = np.array([full[run == r].sum() for r in runs])
