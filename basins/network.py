@@ -268,7 +268,13 @@ def reaches_from_rivers(
     line = shapely.get_type_id(_arr(parts)) == 1
     if not line.all():
         parts = parts[line].reset_index(drop=True)
-    parts["geometry"] = shapely.remove_repeated_points(_arr(parts), 0.0)
+    pg = _arr(parts)
+    coords, ci = shapely.get_coordinates(pg, return_index=True)
+    rep = np.unique(ci[1:][(ci[1:] == ci[:-1]) & (coords[1:] == coords[:-1]).all(axis=1)])
+    if len(rep):  # (only the lines that have them: few do, and it costs ~2 µs a line)
+        pg = pg.copy()
+        pg[rep] = shapely.remove_repeated_points(pg[rep], 0.0)
+        parts["geometry"] = pg
     rid_arr = parts.reach_id.to_numpy()  # plain array: .iat in loops costs 0.1 ms a call
     reasons: dict[str, str] = {}  # piece id -> exclusion reason
     statuses: dict[str, str] = {}
@@ -390,6 +396,28 @@ def first_copies(geoms: np.ndarray) -> np.ndarray:
 
     Missing geometries are copies of the first missing one.
     """
+    geoms = np.asarray(geoms, dtype=object)
+    if len(geoms) and (shapely.get_type_id(geoms) == 1).all():
+        # LineStrings: copies share their vertex count and (unordered) end points,
+        # so only lines sharing those with another line, and closed lines (whose
+        # copies may start elsewhere), need the exact test below: in a river layer
+        # few do, and normalising and serialising every line costs ~3 µs each
+        e0, e1 = line_ends(geoms)
+        swap = (e1[:, 0] < e0[:, 0]) | ((e1[:, 0] == e0[:, 0]) & (e1[:, 1] < e0[:, 1]))
+        lo, hi = np.where(swap[:, None], e1, e0), np.where(swap[:, None], e0, e1)
+        key = pd.DataFrame({"n": shapely.get_num_coordinates(geoms), "x0": lo[:, 0],
+                            "y0": lo[:, 1], "x1": hi[:, 0], "y1": hi[:, 1]})
+        odd = (lo == hi).all(axis=1) | ~np.isfinite(np.c_[lo, hi]).all(axis=1)  # closed, NaN
+        test = np.flatnonzero(key.duplicated(keep=False).to_numpy() | odd)
+        out = np.arange(len(geoms))
+        if len(test):
+            out[test] = test[_first_copies_exact(geoms[test])]
+        return out
+    return _first_copies_exact(geoms)
+
+
+def _first_copies_exact(geoms: np.ndarray) -> np.ndarray:
+    """:func:`first_copies` by comparing the normalised geometries' WKB."""
     code = pd.factorize(shapely.to_wkb(shapely.normalize(geoms)),  # hashed in C
                         use_na_sentinel=False)[0]
     _, first = np.unique(code, return_index=True)

@@ -485,3 +485,42 @@ def test_contested_tie_is_worked_out():
     # exactly 0, which counts as a for the left bank, so the open samples must count
     votes, run = np.array([-1.0, 0.0, 0.0]), np.zeros(3, dtype=int)
     assert _contested(votes, run).tolist() == [False, True, True]
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(seed=hs.integers(0, 999), n=hs.integers(1, 30))
+def test_first_copies_of_lines_match_pairwise_equality(seed, n):
+    # river layers are all LineStrings: first_copies then tests exactly only the
+    # lines sharing vertex count and end points with another, and closed lines.
+    # Copies reversed or (closed lines) started elsewhere; near-copies with the
+    # same ends and vertex count (another middle vertex, or a 1e-9 shift) are not
+    from basins.network import _first_copies_exact, first_copies
+    rng = np.random.default_rng(seed)
+    base = []
+    for _ in range(n):
+        c = rng.integers(0, 4, (int(rng.integers(2, 5)), 2)).astype(float)  # a coarse grid:
+        if rng.random() < 0.3:                                      # shared ends are common
+            c = np.vstack([c, c[:1]]) if len(c) > 2 else c
+        base.append(c)
+    geoms = []
+    for _ in range(3 * n):
+        c = base[rng.integers(len(base))].copy()
+        r = rng.integers(5)
+        if r == 1:
+            c = c[::-1]
+        elif r == 2 and len(c) > 3 and (c[0] == c[-1]).all():  # closed: another start
+            c = np.vstack([np.roll(c[:-1], 1, axis=0), np.roll(c[:-1], 1, axis=0)[:1]])
+        elif r == 3 and len(c) > 2:
+            c[1] += 1e-9
+        elif r == 4:
+            c[1:-1] = c[1:-1][::-1]  # same ends, middle vertices in another order
+        geoms.append(shapely.LineString(c))
+    geoms = np.array(geoms, dtype=object)
+    want = []
+    for i, g in enumerate(geoms):
+        want.append(next(j for j in range(i + 1)
+                         if shapely.equals_exact(shapely.normalize(g),
+                                                 shapely.normalize(geoms[j]), 0)))
+    got = first_copies(geoms).tolist()
+    assert got == want
+    assert got == _first_copies_exact(geoms).tolist()

@@ -344,3 +344,24 @@ def test_sections_do_not_depend_on_the_input_crs():
     a = utm.sort_values(["kind", "upstream_ids", "downstream_ids"]).to_crs(CRS).geometry.values
     d = deg.sort_values(["kind", "upstream_ids", "downstream_ids"]).to_crs(CRS).geometry.values
     assert np.max(shapely.distance(a, d)) < 500
+
+
+@settings(max_examples=10, deadline=None)
+@given(reps=hst.lists(hst.integers(0, 3), min_size=4, max_size=4))
+def test_repeated_vertices_are_removed_and_other_lines_kept_as_they_are(reps):
+    """SYNTHETIC: a chain of four lines, each vertex repeated 0-3 times. Reaches
+    have no repeated vertex (they would give zero-length segments to every
+    distance and direction computed later), the same lengths, and lines without
+    repeats keep their vertices exactly."""
+    from basins.network import reaches_from_rivers
+
+    lines, want = [], []
+    for k, r in enumerate(reps):
+        c = [(k * 1000.0, 0.0), (k * 1000.0 + 400, 37.5), ((k + 1) * 1000.0, 0.0)]
+        want.append(c)
+        lines.append(shapely.LineString([p for p in c for _ in range(1 + r * (p == c[1]))]))
+    rivers = gpd.GeoDataFrame({"NAME": ["main"] * 4}, geometry=lines, crs=CRS)
+    reaches, qa = reaches_from_rivers(rivers_from_gdf(rivers, "NAME"), CRS)
+    assert (qa.status == "used").all()
+    got = sorted(shapely.get_coordinates(g).tolist() for g in reaches.geometry)
+    assert got == sorted([list(map(list, c)) for c in want])
