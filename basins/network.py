@@ -1487,7 +1487,9 @@ def orient_reaches(
     flags[has] = edge_flag[has]
     method[np.char.startswith(edge_flag.astype(str), "no outlet")] = "digitised"
     # oriented geometry and DEM check
-    geoms = np.where(forward, g, shapely.reverse(g))
+    geoms = np.array(g, dtype=object)  # (reversing only the lines that need it)
+    back = np.flatnonzero(~forward)
+    geoms[back] = shapely.reverse(geoms[back])
     up = np.where(forward, ui, vi)
     dn = np.where(forward, vi, ui)
     if dem is not None:
@@ -1536,22 +1538,30 @@ def _non_bridges(ui: np.ndarray, vi: np.ndarray, n: int) -> np.ndarray:
     order, pred = csgraph.breadth_first_order(big, n, directed=False, return_predecessors=True)
     parent = pred[:n].copy()
     parent[parent == n] = -1
-    depth = np.zeros(n + 1, dtype=np.int64)
-    for v, pv in zip(order[1:].tolist(), pred[order[1:]].tolist()):  # parents come first
-        depth[v] = depth[pv] + 1
-    tree = (parent[ua] == ub) | (parent[ub] == ua)
-    edge_of = {}
-    for x, y, e in zip(ua[tree].tolist(), ub[tree].tolist(), eid[tree].tolist()):
-        edge_of[(x, y)] = e
+    # depth in the tree by pointer jumping (log(depth) numpy passes, not a Python
+    # loop over every node): each pass adds the depth of the ancestor reached so far
+    depth = (parent >= 0).astype(np.int64)
+    anc = parent.copy()
+    while True:
+        up = np.flatnonzero(anc >= 0)
+        if len(up) == 0:
+            break
+        depth[up] += depth[anc[up]]
+        anc[up] = anc[anc[up]]
+    up_a = parent[ua] == ub
+    tree = up_a | (parent[ub] == ua)
+    # the tree edge from each node to its parent
+    edge_up = np.full(n, -1, dtype=np.int64)
+    edge_up[np.where(up_a, ua, ub)[tree]] = eid[tree]
+    depth, parent, edge_up = depth.tolist(), parent.tolist(), edge_up.tolist()
     cyc = []
     for x, y, e in zip(ua[~tree].tolist(), ub[~tree].tolist(), eid[~tree].tolist()):
         cyc.append(e)
         while x != y:  # climb to the common ancestor, collecting tree edges
             if depth[x] < depth[y]:
                 x, y = y, x
-            px = int(parent[x])
-            cyc.append(edge_of[(min(x, px), max(x, px))])
-            x = px
+            cyc.append(edge_up[x])
+            x = parent[x]
     hit = np.zeros(m, bool)
     hit[np.asarray(cyc, dtype=int)] = True
     # map back: every copy of a cycle edge's node pair is on the cycle
