@@ -63,13 +63,37 @@ def sample_lines(geoms: np.ndarray, step: float, as_xy: bool = False
         the start of that line.
     """
     lengths = shapely.length(geoms)
-    n = np.maximum(np.ceil(lengths / step).astype(np.int64), 1) + 1
-    line_index = np.repeat(np.arange(len(geoms)), n)
-    starts = np.concatenate([[0], np.cumsum(n)[:-1]])
-    k = np.arange(n.sum()) - np.repeat(starts, n)
-    dist = k * np.repeat(lengths / (n - 1), n)
-    # vectorised interpolation along cumulative vertex distances (shapely's
-    # line_interpolate_point walks each line from its start for every sample)
+    line_index, dist = sample_plan(lengths, step)
+    xy = points_along(geoms, line_index, dist)
+    return (xy if as_xy else shapely.points(xy)), line_index, dist
+
+
+def sample_counts(lengths: np.ndarray, step: float) -> np.ndarray:
+    """How many samples :func:`sample_lines` takes on lines of these lengths."""
+    return np.maximum(np.ceil(lengths / step).astype(np.int64), 1) + 1
+
+
+def sample_plan(lengths: np.ndarray, step: float, lines: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Line index and distance of :func:`sample_lines`' samples, without the points.
+
+    ``lines`` restricts the plan to those lines (indices into ``lengths``); their
+    samples are the very ones :func:`sample_lines` gives them.
+    """
+    lines = np.arange(len(lengths)) if lines is None else np.asarray(lines, dtype=np.int64)
+    ln = np.take(lengths, lines)
+    n = sample_counts(ln, step)
+    line_index = np.repeat(lines, n)
+    k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    return line_index, k * np.repeat(ln / (n - 1), n)
+
+
+def points_along(geoms: np.ndarray, line_index: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Coordinates ((n, 2) array) at ``dist`` metres along line ``geoms[line_index]``.
+
+    Vectorised interpolation along cumulative vertex distances (shapely's
+    ``line_interpolate_point`` walks each line from its start for every point).
+    """
     coords, ci = shapely.get_coordinates(geoms, return_index=True)
     seg = np.linalg.norm(np.diff(coords, axis=0), axis=1)
     seg[ci[1:] != ci[:-1]] = 0.0
@@ -78,11 +102,12 @@ def sample_lines(geoms: np.ndarray, step: float, as_xy: bool = False
     base = cum[first]  # cumulative distance at each line's first vertex
     gap = np.arange(len(geoms)) * 1.0  # keeps lines apart in the global ordering
     gcum = cum + gap[ci]
-    # (np.repeat and np.take: the same values as fancy indexing, several times faster)
-    target = np.repeat(base, n) + np.repeat(gap, n) + dist
+    # (np.take: the same values as fancy indexing, several times faster)
+    target = np.take(base, line_index) + np.take(gap, line_index) + dist
     j = np.searchsorted(gcum, target, side="right") - 1
     last = np.concatenate([first[1:], [len(coords)]]) - 1
-    j = np.clip(j, np.repeat(first, n), np.repeat(np.maximum(last - 1, first), n))
+    j = np.clip(j, np.take(first, line_index),
+                np.take(np.maximum(last - 1, first), line_index))
     seglen = np.take(gcum, j + 1) - np.take(gcum, j) if len(coords) > 1 else np.zeros(len(j))
     with np.errstate(invalid="ignore", divide="ignore"):
         t = np.clip(np.where(seglen > 0, (target - np.take(gcum, j)) / seglen, 0.0), 0.0, 1.0)
@@ -92,7 +117,7 @@ def sample_lines(geoms: np.ndarray, step: float, as_xy: bool = False
     step_xy -= xy
     step_xy *= t[:, None]
     xy += step_xy
-    return (xy if as_xy else shapely.points(xy)), line_index, dist
+    return xy
 
 
 def line_ends(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -912,7 +937,8 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     rank = np.empty(len(g), int)
     rank[order] = np.arange(len(g))
     step = min(settings.sample_step_m, tol)
-    xy, li, _ = sample_lines(g, step, as_xy=True)
+    count = sample_counts(lengths, step)
+    todo = np.arange(len(g))
     if _DUP_PRETEST:
         # necessary conditions, cheap to test: a duplicate has both ends within tol
         # of higher-ranked lines (tested again below, against the covering lines
@@ -926,23 +952,24 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
             hit[pi[rank[index.owner[sj]] < rank[of[pi]]]] = True
             return hit
 
-        count = np.bincount(li, minlength=len(g))
-        head = np.searchsorted(li, np.arange(len(g)))
         allowed = np.floor(count * (1.0 - settings.duplicate_min_cover) + 1e-9)
         ok = np.ones(len(g), bool)
         # middle samples first: they are far from other lines in a dense network
-        # (ends sit on junctions, near many lines, and cost more to test)
+        # (ends sit on junctions, near many lines, and cost more to test). Only the
+        # samples tested are computed: the lines left are sampled in full below.
         all_needed = np.flatnonzero(allowed == 0)
-        ok[all_needed] = near_higher(np.take(xy, head[all_needed] + count[all_needed] // 2,
-                                             axis=0), all_needed)
+        c = count[all_needed]
+        mid = points_along(g, all_needed, (c // 2) * (lengths[all_needed] / (c - 1)))
+        ok[all_needed] = near_higher(mid, all_needed)
         rest = np.flatnonzero(ok)
         e0, e1 = line_ends(g[rest])
         hit = near_higher(np.concatenate([e0, e1]), np.concatenate([rest, rest]))
         ok[rest] = hit[: len(rest)] & hit[len(rest):]
-        keep = ok[li]
-        xy, li = xy[keep], li[keep]
-        if len(xy) == 0:
+        todo = np.flatnonzero(ok)
+        if len(todo) == 0:
             return {}
+    li, dist = sample_plan(lengths, step, todo)
+    xy = points_along(g, li, dist)
     lines = np.unique(li)
     covered = np.zeros(len(xy), bool)
     out: dict[int, str] = {}

@@ -524,3 +524,24 @@ def test_first_copies_of_lines_match_pairwise_equality(seed, n):
     got = first_copies(geoms).tolist()
     assert got == want
     assert got == _first_copies_exact(geoms).tolist()
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(seed=hs.integers(0, 999), n=hs.integers(1, 25), step=hs.floats(0.5, 40))
+def test_samples_of_some_lines_are_exactly_those_of_all_lines(seed, n, step):
+    # the near-duplicate search computes only the samples it tests (sample_plan +
+    # points_along on a subset of lines); they must be the very samples of
+    # sample_lines, to the bit, or results would move with the pretest. The
+    # samples themselves lie on their lines, at their distance from the start.
+    from basins.network import points_along, sample_lines, sample_plan
+    rng = np.random.default_rng(seed)
+    geoms = np.array([shapely.LineString(np.cumsum(rng.normal(0, 10, (int(rng.integers(2, 8)), 2)),
+                                                   axis=0)) for _ in range(n)], dtype=object)
+    xy, li, dist = sample_lines(geoms, step, as_xy=True)
+    sub = np.flatnonzero(rng.random(n) < 0.5)
+    li2, d2 = sample_plan(shapely.length(geoms), step, sub)
+    want = np.isin(li, sub)
+    assert li2.tolist() == li[want].tolist() and d2.tolist() == dist[want].tolist()
+    assert points_along(geoms, li2, d2).tolist() == xy[want].tolist()
+    exact = shapely.get_coordinates(shapely.line_interpolate_point(geoms[li], dist))
+    assert np.allclose(xy, exact, atol=1e-6)
