@@ -545,3 +545,29 @@ def test_samples_of_some_lines_are_exactly_those_of_all_lines(seed, n, step):
     assert points_along(geoms, li2, d2).tolist() == xy[want].tolist()
     exact = shapely.get_coordinates(shapely.line_interpolate_point(geoms[li], dist))
     assert np.allclose(xy, exact, atol=1e-6)
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(seed=hs.integers(0, 999), k=hs.integers(2, 6))
+def test_node_snaps_near_ends_together_and_leaves_shared_ends_alone(seed, k):
+    # k lines radiate from one junction; some start exactly on it, others a little
+    # off (within a third of the snap tolerance, so all are within it of each
+    # other). Afterwards every line starts on one point, the first line's start
+    # (the lowest endpoint of the cluster), and the far ends are untouched.
+    import geopandas as gpd
+
+    from basins import settings as st
+    from basins.network import _node
+    rng = np.random.default_rng(seed)
+    tol = st.DEFAULT.snap_tolerance_m
+    ang = 2 * np.pi * (np.arange(k) + rng.uniform(-0.3, 0.3, k)) / k  # far ends apart
+    off = np.where(rng.random(k) < 0.5, 0.0, 1.0)[:, None] * rng.uniform(-tol / 5, tol / 5, (k, 2))
+    far = 5000 * np.column_stack([np.cos(ang), np.sin(ang)])
+    lines = [shapely.LineString([off[i], (far[i] + off[i]) / 2, far[i]]) for i in range(k)]
+    df = gpd.GeoDataFrame({"reach_id": [f"R{i}" for i in range(k)], "river": "x",
+                           "source_row": range(k)}, geometry=lines, crs="EPSG:32650")
+    out = _node(df, st.DEFAULT)
+    assert len(out) == k and out.u.nunique() == 1 and out.v.nunique() == k
+    got = np.array([shapely.get_coordinates(x) for x in out.geometry])
+    assert (got[:, 0] == off[0]).all()
+    assert (got[:, 1:] == np.array([shapely.get_coordinates(x)[1:] for x in lines])).all()
