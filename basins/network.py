@@ -942,9 +942,9 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     if _DUP_PRETEST:
         # necessary conditions, cheap to test: a duplicate has both ends within tol
         # of higher-ranked lines (tested again below, against the covering lines
-        # only), and a line with so few samples that its share needs every one of
-        # them covered has its middle sample within tol of a higher-ranked line.
-        # Lines failing are not searched further: in a dense network most lines.
+        # only), and at most ``allowed`` of its samples are not within tol of a
+        # higher-ranked line, so of any allowed + 1 of its samples one is. Lines
+        # failing are not searched further: in a dense network most lines.
         def near_higher(pts: np.ndarray, of: np.ndarray) -> np.ndarray:
             """Whether each point (of line ``of``) is within tol of a higher-ranked line."""
             pi, sj = _pairs_in_chunks(index, pts, tol)[:2]
@@ -965,6 +965,17 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
         e0, e1 = line_ends(g[rest])
         hit = near_higher(np.concatenate([e0, e1]), np.concatenate([rest, rest]))
         ok[rest] = hit[: len(rest)] & hit[len(rest):]
+        # the lines left (mostly long lines between junctions): allowed + 1 samples
+        # spread along each (for one sample, the middle one)
+        rest = np.flatnonzero(ok & (allowed > 0))
+        m = allowed[rest].astype(np.int64) + 1
+        of = np.repeat(rest, m)
+        j = np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
+        c, mm = count[of], np.repeat(m, m)
+        hit = near_higher(points_along(g, of, ((2 * j + 1) * c // (2 * mm)) *
+                                       (lengths[of] / (c - 1))), of)
+        ok[rest] = False
+        ok[of[hit]] = True
         todo = np.flatnonzero(ok)
         if len(todo) == 0:
             return {}

@@ -393,8 +393,10 @@ def test_first_copies_match_pairwise_equality(seed, n):
 @given(seed=hs.integers(0, 999), pieces=hs.integers(1, 6), shift=hs.floats(0, 400),
        cover=hs.sampled_from([0.5, 0.9, 1.0]))
 def test_near_duplicate_pretest_changes_nothing(seed, pieces, shift, cover):
-    # the pre-test (ends, and the middle sample where every sample must be covered)
-    # only skips lines the full search would reject: same duplicates with it off.
+    # the pre-test (ends, and allowed + 1 samples spread along each line: the middle
+    # one where every sample must be covered) only skips lines the full search would
+    # reject: same duplicates with it off (a rule rejecting lines with any uncovered
+    # tested sample fails here).
     # Rivers cut into pieces (few samples each), copies of some shifted, and
     # copies of only part of a river
     import dataclasses
