@@ -36,8 +36,9 @@ import shapely
 from scipy.spatial import cKDTree
 
 from . import settings as st
+from . import network as _network
 from .network import (QA_COLUMNS, OrientedNetwork, line_ends, point_segment_distance,
-                      points_in_polygons, reaches_from_graph, sample_lines)
+                      points_in_polygons, reaches_from_graph, sample_lines, thread_map)
 
 OUTSIDE = -1
 #: label of samples on virtual links across water bodies (county unknown there)
@@ -363,13 +364,14 @@ class CountyOutlines:
         return np.take(coords, same, axis=0), np.take(coords, same + 1, axis=0), self.owner[keep]
 
 
-def _candidate_pairs(xy: np.ndarray, sa: np.ndarray, sb: np.ndarray, tol: float):
+def _candidate_pairs(xy: np.ndarray, sa: np.ndarray, sb: np.ndarray, tol: float,
+                     tree: cKDTree | None = None):
     """(point, segment) pairs with the segment's midpoint within ``tol`` plus half the
     longest segment of the point: every segment within ``tol`` of a point is among
-    them (k-d trees, no geometry objects)."""
+    them (k-d trees, no geometry objects). ``tree``: the midpoints' tree, if built."""
     reach = tol + float(np.hypot(*(sb - sa).T).max()) / 2 + 1e-6
-    pairs = cKDTree(xy).sparse_distance_matrix(cKDTree((sa + sb) / 2), reach,
-                                               output_type="ndarray")
+    tree = tree if tree is not None else cKDTree((sa + sb) / 2)
+    pairs = cKDTree(xy).sparse_distance_matrix(tree, reach, output_type="ndarray")
     return pairs["i"].astype(np.int64), pairs["j"].astype(np.int64)
 
 
@@ -402,21 +404,33 @@ def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float,
     pin, cin = points_in_polygons(xy, counties)
     outlines = outlines if outlines is not None else CountyOutlines(counties, tol)
     sa, sb, seg_owner = outlines.near(xy, tol)
-    # candidate pairs, then exact distances in numpy
-    if len(sa) and len(xy):
-        pj, sj = _candidate_pairs(xy, sa, sb, tol)
+    # candidate pairs, then exact distances in numpy; in two halves of the points
+    # on two threads when there are many (k-d trees and numpy release the GIL;
+    # nationally ~2M candidate pairs). The pairs' order does not matter below.
+    home = np.full(len(xy), -1, dtype=np.int64)
+    home[pin] = cin
+    tree = cKDTree((sa + sb) / 2) if len(sa) and len(xy) else None
+
+    def near_pairs(span: tuple[int, int]):
+        lo, hi = span
+        if tree is None or hi <= lo:
+            z = np.zeros(0, dtype=np.int64)
+            return z, z, np.zeros(0)
+        pj, sj = _candidate_pairs(xy[lo:hi], sa, sb, tol, tree)
+        pj += lo
         # a point inside a county is at distance 0 from it: its own outline's
         # segments need no distance (about half the pairs on a border river)
-        home = np.full(len(xy), -1, dtype=np.int64)
-        home[pin] = cin
         other = seg_owner[sj] != home[pj]
         pj, sj = pj[other], sj[other]
-    else:
-        pj = sj = np.zeros(0, dtype=np.int64)
-    dj = point_segment_distance(np.take(xy, pj, axis=0), np.take(sa, sj, axis=0),
-                                np.take(sb, sj, axis=0))  # take: fancy indexing, faster
-    near = dj <= tol
-    pj, sj, dj = pj[near], sj[near], dj[near]
+        dj = point_segment_distance(np.take(xy, pj, axis=0), np.take(sa, sj, axis=0),
+                                    np.take(sb, sj, axis=0))  # take: fancy indexing, faster
+        near = dj <= tol
+        return pj[near], sj[near], dj[near]
+
+    cut = len(xy) // 2 if len(xy) >= 2 * _network._THREAD_MIN_POINTS else 0
+    halves = thread_map(near_pairs, [(0, cut), (cut, len(xy))]) if cut else \
+        [near_pairs((0, len(xy)))]
+    pj, sj, dj = (np.concatenate(x) for x in zip(*halves))
     pi = np.concatenate([pin, pj])
     ci = np.concatenate([cin, seg_owner[sj]])
     d = np.concatenate([np.zeros(len(pin)), dj])

@@ -30,13 +30,16 @@ def _random_lines(rng, n, span=10_000.0):
 
 
 @hsettings(max_examples=40, deadline=None)
-@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(50, 3000))
-def test_segment_index_pairs_match_shapely(seed, tol):
+@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(50, 3000), ball=hs.booleans())
+def test_segment_index_pairs_match_shapely(seed, tol, ball):
+    # both searches: ball queries point by point (few points) and dual-tree
+    import basins.network as network
     rng = np.random.default_rng(seed)
     lines = _random_lines(rng, int(rng.integers(1, 8)))
     xy = rng.uniform(-2000, 12_000, (60, 2))
     idx = SegmentIndex(lines, tol)
-    pi, sj, d, pos = idx.pairs(xy, tol)
+    with patch.object(network, "_BALL_QUERY_POINTS", 1000 if ball else 0):
+        pi, sj, d, pos = idx.pairs(xy, tol)
     near = {(int(p), int(idx.owner[s])) for p, s in zip(pi, sj)}
     pts = shapely.points(xy)
     truth = {(p, j) for p in range(len(xy)) for j in range(len(lines))
@@ -110,9 +113,13 @@ def _counties_and_points(seed: int, n: int, margin: float):
 @hsettings(max_examples=10, deadline=None)
 @given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(300, 4000))
 def test_label_samples_match_brute_force(seed, tol):
+    import basins.network as network
     counties, _, xy = _counties_and_points(seed, 300, tol)
     pts = shapely.points(xy)
     a, bb = _label_samples(xy, counties, tol)
+    with patch.object(network, "_THREAD_MIN_POINTS", 40):  # halves on two threads
+        assert [x.tolist() for x in _label_samples(xy, counties, tol)] == [a.tolist(),
+                                                                            bb.tolist()]
     for i, p in enumerate(pts):
         d = shapely.distance(p, counties)
         order = [int(j) for j in np.lexsort((np.arange(len(d)), d)) if d[j] <= tol]
