@@ -937,17 +937,23 @@ def _sections_frame(rows, cty, crs) -> gpd.GeoDataFrame:
                                  crs=st.OUTPUT_CRS)
         return empty
     pts = gpd.GeoSeries([r["geometry"] for r in rows], crs=crs).to_crs(st.OUTPUT_CRS)
-    ids = cty.county_id.to_numpy()
-    names = cty.county.to_numpy()
-    city = cty.city.to_numpy()
-    prov = cty.province.to_numpy()
+    # plain lists and one coordinate array: per-row numpy indexing and Point
+    # attribute access cost more than the rest of the row
+    ids, names, city, prov = (cty[c].to_numpy().tolist()
+                              for c in ("county_id", "county", "city", "province"))
+    xy = shapely.get_coordinates(pts.values).tolist()
+
+    def join(values: list, idx: list[int]) -> str:
+        return st.SEP.join([str(values[i]) for i in idx])
+
     recs = []
     used: dict[str, int] = {}
-    for r, p in zip(rows, pts):
+    for r, p, (x, y) in zip(rows, pts, xy):
         up, down = r["_up"], r["_down"]
         share_up = "1" if len(up) == 1 else _join(["0.5"] * len(up))
         share_down = "1" if len(down) == 1 else _join(["0.5"] * len(down))
-        key = f"{r['river']}|{r['kind']}|{_join(ids[up])}|{_join(ids[down])}|{p.x:.3f}|{p.y:.3f}"
+        up_ids, down_ids = join(ids, up), join(ids, down)
+        key = f"{r['river']}|{r['kind']}|{up_ids}|{down_ids}|{x:.3f}|{y:.3f}"
         sid = "S" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
         if sid in used:  # same parties at the same place on two chains: keep both, stably
             used[sid] += 1
@@ -956,11 +962,11 @@ def _sections_frame(rows, cty, crs) -> gpd.GeoDataFrame:
             used[sid] = 1
         recs.append(dict(
             section_id=sid, river=r["river"], kind=r["kind"], level=r["level"],
-            upstream_ids=_join(ids[up]), downstream_ids=_join(ids[down]),
-            upstream_names=_join(names[up]), downstream_names=_join(names[down]),
+            upstream_ids=up_ids, downstream_ids=down_ids,
+            upstream_names=join(names, up), downstream_names=join(names, down),
             upstream_shares=share_up, downstream_shares=share_down,
-            upstream_city=_join(city[up]), downstream_city=_join(city[down]),
-            upstream_province=_join(prov[up]), downstream_province=_join(prov[down]),
+            upstream_city=join(city, up), downstream_city=join(city, down),
+            upstream_province=join(prov, up), downstream_province=join(prov, down),
             reach_id=r["reach_id"], flags=r["flags"], geometry=p, _rowid_sid=sid,
         ))
     return gpd.GeoDataFrame(recs, columns=SECTION_COLUMNS + ["_rowid_sid"], geometry="geometry",
