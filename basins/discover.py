@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -58,7 +60,30 @@ def discover(
     -------
     basins.sections.Discovery
     """
-    say = progress or (lambda _msg: None)
+    with _cycle_collector_paused():
+        return _discover(rivers, counties, water, dem, outlets, orientation, settings,
+                         progress or (lambda _msg: None))
+
+
+@contextmanager
+def _cycle_collector_paused():
+    """Python's cycle collector off for the duration (restored as it was after).
+
+    Discovery builds ~10^5-10^6 container objects (rows, runs, object arrays) and
+    few reference cycles; the collector's full passes over them cost ~0.3 s at
+    100k reaches (three passes, measured with ``gc.callbacks``) and free nothing.
+    Cycles made meanwhile are collected after.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _discover(rivers, counties, water, dem, outlets, orientation, settings, say) -> Discovery:
     crs = analysis_crs_for(counties, rivers)
     # project each layer once: the stages skip ``to_crs`` when the CRS already matches.
     # Counties are needed from orientation on: they are projected, and their outlines
