@@ -132,6 +132,14 @@ def kdtree(points: np.ndarray) -> cKDTree:
     return cKDTree(points, balanced_tree=False, compact_nodes=False)
 
 
+def column_bounds(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column minimum and maximum of an (n, 2) array: ``xy.min(axis=0)`` and
+    ``xy.max(axis=0)``, column by column (numpy reduces a C-ordered (n, 2) array
+    along axis 0 about ten times slower)."""
+    return (np.array([xy[:, 0].min(), xy[:, 1].min()]),
+            np.array([xy[:, 0].max(), xy[:, 1].max()]))
+
+
 def line_ends(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """First and last coordinates of each LineString, as two (n, 2) arrays.
 
@@ -173,8 +181,9 @@ def points_in_polygons(xy: np.ndarray, polys: np.ndarray) -> tuple[np.ndarray, n
         pi, ci = points_in_polygons(xy[fin], polys)
         return fin[pi], ci
     b = shapely.bounds(polys[ok])
-    lo = np.minimum(b[:, :2].min(axis=0), xy.min(axis=0))
-    hi = np.maximum(b[:, 2:].max(axis=0), xy.max(axis=0))
+    xlo, xhi = column_bounds(xy)
+    lo = np.minimum(b[:, :2].min(axis=0), xlo)
+    hi = np.maximum(b[:, 2:].max(axis=0), xhi)
     # cells of half the typical polygon, but at most ~1,000 a side (degenerate
     # polygons must not make the grid explode)
     cell = max(float(np.median(np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))) / 2,

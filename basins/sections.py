@@ -37,8 +37,9 @@ from scipy.spatial import cKDTree
 
 from . import settings as st
 from . import network as _network
-from .network import (QA_COLUMNS, OrientedNetwork, kdtree, line_ends, point_segment_distance,
-                      points_in_polygons, reaches_from_graph, sample_lines, thread_map)
+from .network import (QA_COLUMNS, OrientedNetwork, column_bounds, kdtree, line_ends,
+                      point_segment_distance, points_in_polygons, reaches_from_graph,
+                      sample_lines, thread_map)
 
 OUTSIDE = -1
 #: label of samples on virtual links across water bodies (county unknown there)
@@ -338,9 +339,9 @@ class CountyOutlines:
         if len(xy) == 0 or len(same) == 0:
             return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, dtype=int)
         cell = float(tol) + self.max_len
-        lo = xy.min(axis=0) - 2 * cell
+        lo = column_bounds(xy)[0] - 2 * cell
         pc = np.floor((xy - lo) / cell).astype(np.int64)
-        shape = pc.max(axis=0) + 3
+        shape = column_bounds(pc)[1] + 3
         near = np.zeros(int(shape[0]) * int(shape[1]), bool) if shape.prod() <= 50_000_000 \
             else None
         keys = []
