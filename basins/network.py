@@ -150,6 +150,8 @@ def line_ends(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     coords = shapely.get_coordinates(geoms)
     last = np.cumsum(n) - 1
     first = last - n + 1
+    if (n > 0).all():  # (the usual case: no masks)
+        return np.take(coords, first, axis=0), np.take(coords, last, axis=0)
     start = np.full((len(n), 2), np.nan)
     stop = np.full((len(n), 2), np.nan)
     ok = n > 0

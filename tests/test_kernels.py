@@ -580,3 +580,15 @@ def test_node_snaps_near_ends_together_and_leaves_shared_ends_alone(seed, k):
     got = np.array([shapely.get_coordinates(x) for x in out.geometry])
     assert (got[:, 0] == off[0]).all()
     assert (got[:, 1:] == np.array([shapely.get_coordinates(x)[1:] for x in lines])).all()
+
+
+def test_line_ends_with_and_without_empty_lines():
+    from basins.network import line_ends
+    a = shapely.LineString([(0, 0), (1, 2), (3, 4)])
+    b = shapely.LineString([(5, 6), (7, 8)])
+    s, e = line_ends(np.array([a, b], dtype=object))
+    assert s.tolist() == [[0, 0], [5, 6]] and e.tolist() == [[3, 4], [7, 8]]
+    s, e = line_ends(np.array([a, shapely.LineString(), None, b], dtype=object))
+    assert s[[0, 3]].tolist() == [[0, 0], [5, 6]] and e[[0, 3]].tolist() == [[3, 4], [7, 8]]
+    assert np.isnan(s[1:3]).all() and np.isnan(e[1:3]).all()
+    assert line_ends(np.array([], dtype=object))[0].shape == (0, 2)
