@@ -1227,7 +1227,19 @@ def _node(reaches: gpd.GeoDataFrame, settings: st.Settings) -> gpd.GeoDataFrame:
     # ends within tol of other reaches, and where on them (the nearest point, as
     # line_locate_point gives it: the smallest distance, ties to the earlier position)
     index = SegmentIndex(g, 10 * max(tol, 1.0))
-    ei, sj, d, pos = _pairs_in_chunks(index, exy, tol)
+    # ends shared by several reaches (a junction: most ends) are searched once
+    uq, inv = np.unique(np.ascontiguousarray(exy).view(np.complex128).ravel(),
+                        return_inverse=True)
+    ui, sj, d, pos = _pairs_in_chunks(index, np.column_stack([uq.real, uq.imag]), tol)
+    inv = inv.ravel()
+    by_point = np.argsort(inv, kind="stable")  # ends grouped by their point
+    count = np.bincount(inv, minlength=len(uq))
+    first_end = np.cumsum(count) - count
+    rep = count[ui]
+    pair = np.repeat(np.arange(len(ui)), rep)
+    k = np.arange(int(rep.sum())) - np.repeat(np.cumsum(rep) - rep, rep)
+    ei = by_point[first_end[ui][pair] + k]
+    sj, d, pos = sj[pair], d[pair], pos[pair]
     gj = index.owner[sj]
     m = gj != owner[ei]
     ei, gj, d, pos = ei[m], gj[m], d[m], pos[m]

@@ -592,3 +592,36 @@ def test_line_ends_with_and_without_empty_lines():
     assert s[[0, 3]].tolist() == [[0, 0], [5, 6]] and e[[0, 3]].tolist() == [[3, 4], [7, 8]]
     assert np.isnan(s[1:3]).all() and np.isnan(e[1:3]).all()
     assert line_ends(np.array([], dtype=object))[0].shape == (0, 2)
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(seed=hs.integers(0, 999), k=hs.integers(1, 5), both=hs.booleans())
+def test_node_splits_a_river_where_tributaries_end_on_it(seed, k, both):
+    # k tributaries end on the interior of an unsplit 10 km river (within the snap
+    # tolerance of it); with ``both``, a second one from the other bank ends at the
+    # same point (ends shared by several lines are searched once). The river is cut
+    # exactly there, and every tributary's end lands on a cut.
+    import geopandas as gpd
+
+    from basins import settings as st
+    from basins.network import _node
+    rng = np.random.default_rng(seed)
+    tol = st.DEFAULT.snap_tolerance_m
+    xs = np.sort(rng.choice(np.arange(1, 20) * 500.0, k, replace=False))
+    lines = [shapely.LineString([(0, 0), (10_000, 0)])]
+    for x in xs:
+        gap = rng.uniform(0, tol / 2)
+        lines.append(shapely.LineString([(x + 300, 3000), (x, gap)]))
+        if both:
+            lines.append(shapely.LineString([(x - 300, -3000), (x, gap)]))
+    df = gpd.GeoDataFrame({"reach_id": [f"R{i}" for i in range(len(lines))], "river": "x",
+                           "source_row": range(len(lines))}, geometry=lines, crs="EPSG:32650")
+    out = _node(df, st.DEFAULT)
+    main = out[out.source_row == 0]
+    assert len(main) == k + 1
+    cuts = sorted(round(shapely.get_coordinates(x)[0][0], 6) for x in main.geometry)[1:]
+    assert cuts == list(xs)
+    assert abs(main.length.sum() - 10_000) < 1e-6
+    nodes = set(main.u) | set(main.v)
+    assert set(out[out.source_row > 0].v) <= nodes
+
