@@ -27,6 +27,7 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Callable
 
 import geopandas as gpd
 import networkx as nx
@@ -610,9 +611,10 @@ def _runs_for_chains(chains, counties_g, settings, outlines: CountyOutlines | No
     bounds = np.r_[np.flatnonzero(first_of_chain), len(brk)].tolist()
     rows = list(zip(ra.tolist(), rb.tolist(), r_start.tolist(), r_end.tolist(), left.tolist(),
                     right.tolist()))
+    along = _Along.for_lines(geoms)
     for k, c in enumerate(chains):  # samples come chain by chain, in chain order
         runs = [Run(*row) for row in rows[bounds[k]:bounds[k + 1]]]
-        c.runs = _smooth(runs, settings, _Along(c.geometry)) if len(runs) > 1 else runs
+        c.runs = _smooth(runs, settings, along(k)) if len(runs) > 1 else runs
 
 
 class _Along:
@@ -620,11 +622,34 @@ class _Along:
 
     __slots__ = ("x", "y", "cum", "_memo")
 
-    def __init__(self, line) -> None:
-        xy = shapely.get_coordinates(line)
-        self.x, self.y = xy[:, 0], xy[:, 1]
-        self.cum = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(self.x), np.diff(self.y)))])
+    def __init__(self, line, _arrays: tuple | None = None) -> None:
+        if _arrays is None:
+            xy = shapely.get_coordinates(line)
+            x, y = xy[:, 0], xy[:, 1]
+            seg = np.hypot(np.diff(x), np.diff(y))
+        else:
+            x, y, seg = _arrays
+        self.x, self.y = x, y
+        self.cum = np.concatenate([[0.0], np.cumsum(seg)])
         self._memo: dict[tuple[float, float], float] = {}
+
+    @classmethod
+    def for_lines(cls, lines: np.ndarray) -> Callable[[int], "_Along"]:
+        """``_Along(lines[k])`` for any k, from one coordinate pass over all lines.
+
+        The same arrays (to the bit) as one ``_Along`` per line, without the few
+        numpy calls per line that cost more than the work on lines of few vertices.
+        """
+        coords, ci = shapely.get_coordinates(lines, return_index=True)
+        x, y = coords[:, 0], coords[:, 1]
+        seg = np.hypot(np.diff(x), np.diff(y))
+        bounds = np.searchsorted(ci, np.arange(len(lines) + 1)).tolist()
+
+        def along(k: int) -> "_Along":
+            a, b = bounds[k], bounds[k + 1]
+            return cls(None, (x[a:b], y[a:b], seg[a:max(a, b - 1)]))
+
+        return along
 
     def distance(self, s0: float, s1: float) -> float:
         """Straight-line distance between the points at ``s0`` and ``s1`` along the line."""

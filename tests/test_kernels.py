@@ -625,3 +625,23 @@ def test_node_splits_a_river_where_tributaries_end_on_it(seed, k, both):
     nodes = set(main.u) | set(main.v)
     assert set(out[out.source_row > 0].v) <= nodes
 
+
+
+def test_along_for_many_lines_equals_one_per_line():
+    # _Along.for_lines gives each line the very arrays _Along(line) builds (the
+    # run smoothing compares their distances with thresholds), empty lines too
+    from basins.sections import _Along
+    rng = np.random.default_rng(3)
+    lines = [shapely.LineString(np.cumsum(rng.normal(0, 100, (int(rng.integers(2, 9)), 2)),
+                                          axis=0)) for _ in range(20)]
+    lines.insert(0, shapely.LineString())
+    lines.insert(7, shapely.LineString())
+    lines = np.array(lines, dtype=object)
+    along = _Along.for_lines(lines)
+    for k, line in enumerate(lines):
+        one, many = _Along(line), along(k)
+        for attr in ("x", "y", "cum"):
+            assert getattr(one, attr).tolist() == getattr(many, attr).tolist(), (k, attr)
+        if len(one.cum) > 1:
+            s = sorted(rng.uniform(0, one.cum[-1], 2).tolist())
+            assert one.distance(*s) == many.distance(*s)
