@@ -758,7 +758,11 @@ def _smooth(runs: list[Run], settings, line: _Along | None = None) -> list[Run]:
 
 
 def _smooth_network(chains: list[Chain], settings) -> None:
-    """A chain too short to hold its own label takes its neighbours' label."""
+    """A chain too short to hold its own label takes its neighbours' label.
+
+    The label of the chain downstream when there is one, else of the chain
+    upstream, as those chains found it (not one taken in this step).
+    """
     # a single run spans its whole chain: its extent is the chord between the ends;
     # only chains of one short run are candidates (decided up front: a chain's own
     # runs change only at its own turn)
@@ -776,17 +780,25 @@ def _smooth_network(chains: list[Chain], settings) -> None:
             by_u[c.u].append(c)
         if c.v in need:
             by_v[c.v].append(c)
+    # neighbours' labels as the chains themselves found them: a label taken here is
+    # not passed on to the next short chain (a run of short chains would otherwise
+    # carry one label any distance upstream, the farther the more chains, and the
+    # result would depend on the order the chains are visited in)
+    head = {c.cid: c.runs[0] for c in chains if c.runs}
+    tail = {c.cid: c.runs[-1] for c in chains if c.runs}
     for c in cand:
         r = c.runs[0]
-        down = {d.runs[0].label for d in by_u[c.v] if d.runs}
-        up = {p.runs[-1].label for p in by_v[c.u] if p.runs}
+        downs = [head[d.cid] for d in by_u[c.v] if d.cid in head]
+        ups = [tail[p.cid] for p in by_v[c.u] if p.cid in tail]
+        down = {x.label for x in downs}
+        up = {x.label for x in ups}
         if r.label in down or r.label in up:
             continue
         src = None
         if len(down) == 1:
-            src = next(d.runs[0] for d in by_u[c.v] if d.runs)
+            src = downs[0]
         elif len(up) == 1:
-            src = next(p.runs[-1] for p in by_v[c.u] if p.runs)
+            src = ups[0]
         if src is not None and src.a != VIRTUAL:
             c.runs = [Run(src.a, src.b, r.start, r.end, src.left, src.right)]
 

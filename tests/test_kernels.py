@@ -645,3 +645,30 @@ def test_along_for_many_lines_equals_one_per_line():
         if len(one.cum) > 1:
             s = sorted(rng.uniform(0, one.cum[-1], 2).tolist())
             assert one.distance(*s) == many.distance(*s)
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(order=hs.permutations(range(5)), pair=hs.booleans())
+def test_network_smoothing_takes_neighbours_labels_as_found(order, pair):
+    # A (long, county 0) -> B (short, county 1 or border pair 1|2) -> C (short, county
+    # 3) -> D (long, county 4) -> E (long, county 4). C is too short for its label
+    # and takes D's; B takes C's label as C found it (not D's, passed on through C:
+    # that carried one label up any run of short chains, seen on the 北运河 in
+    # Tianjin, and made the result depend on the order chains are visited in).
+    from basins import settings as st
+    from basins.sections import Chain, Run, _smooth_network
+
+    def chain(cid, u, v, x0, x1, a, b=-1):
+        g = shapely.LineString([(x0, 0), (x1, 0)])
+        return Chain(cid, u, v, [f"R{cid}"], np.zeros(1), g, "r",
+                     runs=[Run(a, b, 0.0, g.length, a if b >= 0 else -1, b)])
+
+    chains = [chain(0, "n0", "n1", 0, 50_000, 0),
+              chain(1, "n1", "n2", 50_000, 53_000, 1, 2 if pair else -1),
+              chain(2, "n2", "n3", 53_000, 55_000, 3),
+              chain(3, "n3", "n4", 55_000, 95_000, 4),
+              chain(4, "n4", "n5", 95_000, 140_000, 4)]
+    _smooth_network([chains[k] for k in order], st.DEFAULT)
+    assert [c.runs[0].label for c in chains] == [(0, -1), (3, -1), (4, -1), (4, -1), (4, -1)]
+    assert [(c.runs[0].start, c.runs[0].end) for c in chains[1:3]] == [(0.0, 3000.0),
+                                                                        (0.0, 2000.0)]
