@@ -94,31 +94,45 @@ def points_along(geoms: np.ndarray, line_index: np.ndarray, dist: np.ndarray) ->
 
     Vectorised interpolation along cumulative vertex distances (shapely's
     ``line_interpolate_point`` walks each line from its start for every point).
+    For several calls on the same lines, :class:`LinePoints` prepares them once.
     """
-    coords, ci = shapely.get_coordinates(geoms, return_index=True)
-    seg = np.linalg.norm(np.diff(coords, axis=0), axis=1)
-    seg[ci[1:] != ci[:-1]] = 0.0
-    cum = np.concatenate([[0.0], np.cumsum(seg)])
-    first = np.searchsorted(ci, np.arange(len(geoms)))
-    base = cum[first]  # cumulative distance at each line's first vertex
-    gap = np.arange(len(geoms)) * 1.0  # keeps lines apart in the global ordering
-    gcum = cum + gap[ci]
-    # (np.take: the same values as fancy indexing, several times faster)
-    target = np.take(base, line_index) + np.take(gap, line_index) + dist
-    j = np.searchsorted(gcum, target, side="right") - 1
-    last = np.concatenate([first[1:], [len(coords)]]) - 1
-    j = np.clip(j, np.take(first, line_index),
-                np.take(np.maximum(last - 1, first), line_index))
-    seglen = np.take(gcum, j + 1) - np.take(gcum, j) if len(coords) > 1 else np.zeros(len(j))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t = np.clip(np.where(seglen > 0, (target - np.take(gcum, j)) / seglen, 0.0), 0.0, 1.0)
-    jn = np.minimum(j + 1, len(coords) - 1)
-    xy = np.take(coords, j, axis=0)
-    step_xy = np.take(coords, jn, axis=0)
-    step_xy -= xy
-    step_xy *= t[:, None]
-    xy += step_xy
-    return xy
+    return LinePoints(geoms).at(line_index, dist)
+
+
+class LinePoints:
+    """Lines prepared for :func:`points_along` (their coordinates and cumulative
+    vertex distances), for several calls on the same lines."""
+
+    def __init__(self, geoms: np.ndarray) -> None:
+        coords, ci = shapely.get_coordinates(geoms, return_index=True)
+        seg = np.linalg.norm(np.diff(coords, axis=0), axis=1)
+        seg[ci[1:] != ci[:-1]] = 0.0
+        cum = np.concatenate([[0.0], np.cumsum(seg)])
+        first = np.searchsorted(ci, np.arange(len(geoms)))
+        self.base = cum[first]  # cumulative distance at each line's first vertex
+        self.gap = np.arange(len(geoms)) * 1.0  # keeps lines apart in the global ordering
+        self.gcum = cum + self.gap[ci]
+        last = np.concatenate([first[1:], [len(coords)]]) - 1
+        self.first, self.last_seg = first, np.maximum(last - 1, first)
+        self.coords, self.ci = coords, ci
+
+    def at(self, line_index: np.ndarray, dist: np.ndarray) -> np.ndarray:
+        """:func:`points_along` of these lines."""
+        coords, gcum = self.coords, self.gcum
+        # (np.take: the same values as fancy indexing, several times faster)
+        target = np.take(self.base, line_index) + np.take(self.gap, line_index) + dist
+        j = np.searchsorted(gcum, target, side="right") - 1
+        j = np.clip(j, np.take(self.first, line_index), np.take(self.last_seg, line_index))
+        seglen = np.take(gcum, j + 1) - np.take(gcum, j) if len(coords) > 1 else np.zeros(len(j))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = np.clip(np.where(seglen > 0, (target - np.take(gcum, j)) / seglen, 0.0), 0.0, 1.0)
+        jn = np.minimum(j + 1, len(coords) - 1)
+        xy = np.take(coords, j, axis=0)
+        step_xy = np.take(coords, jn, axis=0)
+        step_xy -= xy
+        step_xy *= t[:, None]
+        xy += step_xy
+        return xy
 
 
 def kdtree(points: np.ndarray) -> cKDTree:
@@ -969,7 +983,8 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     # the network is drawn only multiplies them (a fine network's tolerance is a
     # quarter of its reaches; at 100k dense reaches 660k -> 260k segments, the
     # search ~0.2 s faster; nationally the 1,500 m tolerance decides)
-    coords, ci = shapely.get_coordinates(g, return_index=True)
+    along = LinePoints(g)  # (samples are computed only where tested, in three calls)
+    coords, ci = along.coords, along.ci
     seg = np.hypot(*np.diff(coords, axis=0).T)[ci[1:] == ci[:-1]]
     index = SegmentIndex(g, max(2 * tol, float(np.median(seg)) if len(seg) else 0.0))
     n = np.int64(len(g))
@@ -1001,7 +1016,7 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
         # samples tested are computed: the lines left are sampled in full below.
         all_needed = np.flatnonzero(allowed == 0)
         c = count[all_needed]
-        mid = points_along(g, all_needed, (c // 2) * (lengths[all_needed] / (c - 1)))
+        mid = along.at(all_needed, (c // 2) * (lengths[all_needed] / (c - 1)))
         ok[all_needed] = near_higher(mid, all_needed)
         rest = np.flatnonzero(ok)
         e0, e1 = line_ends(g[rest])
@@ -1014,15 +1029,15 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
         of = np.repeat(rest, m)
         j = np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
         c, mm = count[of], np.repeat(m, m)
-        hit = near_higher(points_along(g, of, ((2 * j + 1) * c // (2 * mm)) *
-                                       (lengths[of] / (c - 1))), of)
+        hit = near_higher(along.at(of, ((2 * j + 1) * c // (2 * mm)) * (lengths[of] / (c - 1))),
+                          of)
         ok[rest] = False
         ok[of[hit]] = True
         todo = np.flatnonzero(ok)
         if len(todo) == 0:
             return {}
     li, dist = sample_plan(lengths, step, todo)
-    xy = points_along(g, li, dist)
+    xy = along.at(li, dist)
     lines = np.unique(li)
     covered = np.zeros(len(xy), bool)
     out: dict[int, str] = {}
