@@ -190,12 +190,16 @@ def chains_from_reaches(edges: gpd.GeoDataFrame) -> list[Chain]:
     if len(edges) == 0:
         return []
     order = np.argsort(edges.reach_id.to_numpy().astype(str), kind="stable")
-    keys = edges.reach_id.to_numpy()[order].tolist()
+    keys = edges.reach_id.to_numpy()[order]
     codes, names = pd.factorize(np.concatenate([edges.u.to_numpy()[order],
                                                 edges.v.to_numpy()[order]]))
     names = np.asarray(names, dtype=object)
     ui, vi = codes[: len(order)], codes[len(order):]
-    river = edges.river.to_numpy()[order].astype(object)
+    # names: anything not text (missing) is no name, "" (the reader gives "" already;
+    # cleaned among the distinct names, not per reach)
+    fcode, fnames = pd.factorize(edges.river.to_numpy()[order].astype(object))  # missing: -1
+    river = np.array([r if isinstance(r, str) else "" for r in fnames] + [""],
+                     dtype=object)[fcode]
     geoms = np.asarray(edges.geometry.array, dtype=object)[order]
     n_e, n_n = len(order), len(names)
     indeg = np.bincount(vi, minlength=n_n)
@@ -261,9 +265,7 @@ def chains_from_reaches(edges: gpd.GeoDataFrame) -> list[Chain]:
     offsets_all = csum - lengths - before
     # a chain's name: the most common non-empty name of its reaches (most chains
     # have one name throughout: decided with arrays, the vote only for the others)
-    rnames = np.array([r if isinstance(r, str) else "" for r in river[flat].tolist()],
-                      dtype=object)
-    rcode, runiq = pd.factorize(rnames, sort=True)
+    rcode, runiq = pd.factorize(river[flat], sort=True)
     lo_c = np.minimum.reduceat(rcode, chain_start) if n_e else rcode
     hi_c = np.maximum.reduceat(rcode, chain_start) if n_e else rcode
     uniform = (lo_c == hi_c).tolist()
@@ -272,7 +274,7 @@ def chains_from_reaches(edges: gpd.GeoDataFrame) -> list[Chain]:
         np.zeros(n_e, bool)
     has_virtual = bool(virtual.any())
     chains: list[Chain] = []
-    flat_keys = [keys[e] for e in flat.tolist()]
+    flat_keys = keys[flat].tolist()
     chain_u = names[ui[flat[chain_start]]].tolist()
     chain_v = names[vi[flat[np.r_[chain_start[1:], n_e] - 1]]].tolist()
     chain_name = runiq[lo_c].tolist()

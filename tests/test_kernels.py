@@ -259,7 +259,8 @@ def test_chains_partition_the_reaches_and_break_only_where_they_must(seed, n, lo
         top += m
     xy = {node: (float(node % 97) * 1000, float(node // 97) * 1000 + node * 0.5)
           for node in range(top)}
-    names = rng.choice(["a", "b", ""], len(rows)).tolist()
+    names = rng.choice(["a", "b", "", "missing"], len(rows)).tolist()
+    names = [None if x == "missing" else x for x in names]  # missing: no name (as "")
     geoms = [shapely.linestrings([xy[u], (xy[u][0] + 300, xy[u][1] + 300), xy[v]])
              for u, v in rows]
     ids = [f"R{i:03d}" for i in range(len(rows))]
@@ -274,7 +275,7 @@ def test_chains_partition_the_reaches_and_break_only_where_they_must(seed, n, lo
     by_id = dict(zip(ids, zip(edges.u, edges.v, names)))
 
     def through(node, name_in, name_out):
-        return indeg[node] == 1 and outdeg[node] == 1 and name_in == name_out
+        return indeg[node] == 1 and outdeg[node] == 1 and (name_in or "") == (name_out or "")
     firsts = []
     for c in chains:
         seq = [by_id[r] for r in c.reach_ids]
@@ -290,6 +291,8 @@ def test_chains_partition_the_reaches_and_break_only_where_they_must(seed, n, lo
             assert not (len(out) == 1 and through(c.v, seq[-1][2], by_id[out[0]][2]))
         assert abs(c.geometry.length - sum(shapely.length(geoms[ids.index(r)])
                                            for r in c.reach_ids)) < 1e-6
+        named = [n for _, _, n in seq if n]  # the chain's name: its most common name
+        assert c.river == (max(set(named), key=lambda x: (named.count(x), x)) if named else "")
         if not closed:
             firsts.append(ids.index(c.reach_ids[0]))
     assert firsts == sorted(firsts)
