@@ -675,3 +675,32 @@ def test_network_smoothing_takes_neighbours_labels_as_found(order, pair):
     assert [c.runs[0].label for c in chains] == [(0, -1), (3, -1), (4, -1), (4, -1), (4, -1)]
     assert [(c.runs[0].start, c.runs[0].end) for c in chains[1:3]] == [(0.0, 3000.0),
                                                                         (0.0, 2000.0)]
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), step=hs.sampled_from([20.0, 50.0, 100.0]))
+def test_medial_path_skips_only_edges_that_are_inside(seed, step):
+    # river-like polygons (a buffered random walk, bends and narrow bays between
+    # its loops, sometimes with an island): the path is the same whether short
+    # Voronoi edges skip the containment test or every edge takes it
+    import basins.network as network
+    rng = np.random.default_rng(seed)
+    walk = np.cumsum(rng.normal(0, 600, (int(rng.integers(3, 12)), 2)), axis=0)
+    poly = shapely.LineString(walk).buffer(float(rng.uniform(80, 400)), quad_segs=4)
+    if rng.random() < 0.5:  # a U: two arms across a slot narrower than the step
+        w = float(rng.uniform(5, 60))
+        y0 = float(rng.uniform(300, 700))
+        poly = shapely.box(0, 0, 3000, 1000).difference(shapely.box(150, y0, 3001, y0 + w))
+        poly = shapely.affinity.rotate(poly, float(rng.uniform(0, 180)))
+    elif rng.random() < 0.3 and poly.area > 4e5:
+        hole = poly.representative_point().buffer(30.0)
+        if poly.contains(hole):
+            poly = poly.difference(hole)
+    poly = max(shapely.get_parts(poly), key=lambda p: p.area)
+    shapely.prepare(poly)
+    fast = _medial_path(poly, step)
+    with patch.object(network, "_MEDIAL_SKIP", False):
+        full = _medial_path(poly, step)
+    assert (fast is None) == (full is None)
+    if fast is not None:
+        assert shapely.equals_exact(fast, full, 0)
