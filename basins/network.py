@@ -854,7 +854,6 @@ class SegmentIndex:
         self.start_pos = cum - self.length - np.repeat(line_base, np.diff(np.r_[np.flatnonzero(
             first), len(same)]))
         self.half = float(self.length.max()) / 2 if len(same) else 0.0
-        # unbalanced: built in half the time, queried as fast (exact either way)
         self.tree = kdtree((self.a + self.b) / 2) if len(same) else None
 
     def __len__(self) -> int:
@@ -1028,29 +1027,22 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
             return hit
 
         allowed = np.floor(count * (1.0 - settings.duplicate_min_cover) + 1e-9)
-        ok = np.ones(len(g), bool)
-        # middle samples first: they are far from other lines in a dense network
-        # (ends sit on junctions, near many lines, and cost more to test). Only the
-        # samples tested are computed: the lines left are sampled in full below.
-        all_needed = np.flatnonzero(allowed == 0)
-        c = count[all_needed]
-        mid = along.at(all_needed, (c // 2) * (lengths[all_needed] / (c - 1)))
-        ok[all_needed] = near_higher(mid, all_needed)
-        rest = np.flatnonzero(ok)
-        e0, e1 = line_ends(g[rest])
-        hit = near_higher(np.concatenate([e0, e1]), np.concatenate([rest, rest]))
-        ok[rest] = hit[: len(rest)] & hit[len(rest):]
-        # the lines left (mostly long lines between junctions): allowed + 1 samples
-        # spread along each (for one sample, the middle one)
-        rest = np.flatnonzero(ok & (allowed > 0))
-        m = allowed[rest].astype(np.int64) + 1
-        of = np.repeat(rest, m)
+        # allowed + 1 samples spread along each line first (for one sample, the
+        # middle one): away from the ends they are far from other lines in a dense
+        # network (ends sit on junctions, near many lines, and cost more to test).
+        # Only the samples tested are computed: the lines left are sampled in full.
+        m = allowed.astype(np.int64) + 1
+        of = np.repeat(np.arange(len(g)), m)
         j = np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
         c, mm = count[of], np.repeat(m, m)
         hit = near_higher(along.at(of, ((2 * j + 1) * c // (2 * mm)) * (lengths[of] / (c - 1))),
                           of)
-        ok[rest] = False
+        ok = np.zeros(len(g), bool)
         ok[of[hit]] = True
+        rest = np.flatnonzero(ok)
+        e0, e1 = line_ends(g[rest])
+        hit = near_higher(np.concatenate([e0, e1]), np.concatenate([rest, rest]))
+        ok[rest] = hit[: len(rest)] & hit[len(rest):]
         todo = np.flatnonzero(ok)
         if len(todo) == 0:
             return {}
