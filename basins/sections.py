@@ -326,6 +326,17 @@ class CountyOutlines:
         self.max_len = float(max_len)
         self.n_counties = len(counties)
 
+    @classmethod
+    def for_tolerance(cls, counties: np.ndarray, tol: float) -> "CountyOutlines":
+        """Outlines for searches within ``tol``: segments of at most ``tol / 2``.
+
+        The candidate reach is ``tol`` plus half the longest segment: segments up
+        to ``tol`` long made it 1.5 ``tol``, half as long make it 1.25 ``tol``
+        (nationally ~10% fewer candidates, labelling 0.40 -> 0.37 s), while few
+        outline segments are long enough to be cut (the median is ~440 m).
+        """
+        return cls(counties, tol / 2)
+
     def near(self, xy: np.ndarray, tol: float):
         """The segments that may lie within ``tol`` of a point.
 
@@ -392,19 +403,8 @@ def county_outlines_for(counties: gpd.GeoDataFrame,
     large layer; :func:`basins.discover.discover` does it on a second thread.
     """
     cty = counties[_usable(counties)]
-    return CountyOutlines(np.asarray(cty.geometry.array, dtype=object),
-                          _outline_segment_m(settings.boundary_tolerance_m))
-
-
-def _outline_segment_m(tol: float) -> float:
-    """Longest outline segment for searches within ``tol``: half of it.
-
-    The candidate reach is ``tol`` plus half the longest segment: segments up to
-    ``tol`` long made it 1.5 ``tol``, half as long make it 1.25 ``tol`` (nationally
-    ~10% fewer candidates, labelling 0.40 -> 0.37 s), while few outline segments
-    are that long to be cut (the median is ~440 m).
-    """
-    return tol / 2
+    return CountyOutlines.for_tolerance(np.asarray(cty.geometry.array, dtype=object),
+                                        settings.boundary_tolerance_m)
 
 
 def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float,
@@ -417,8 +417,7 @@ def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float,
     # inside: distance 0; near: distance to the county's outline, cut into short
     # segments so each distance is cheap (county outlines have thousands of vertices)
     pin, cin = points_in_polygons(xy, counties)
-    outlines = outlines if outlines is not None else \
-        CountyOutlines(counties, _outline_segment_m(tol))
+    outlines = outlines if outlines is not None else CountyOutlines.for_tolerance(counties, tol)
     sa, sb, seg_owner = outlines.near(xy, tol)
     # candidate pairs, then exact distances in numpy; in two halves of the points
     # on two threads when there are many (k-d trees and numpy release the GIL;
@@ -565,8 +564,7 @@ def _side_votes(xy, tangents, a, b, counties, tol,
         inside = np.concatenate([la[u], rb[u], lb[u], ra[u]])
         d = np.zeros(len(pts))
         o = np.flatnonzero(~inside)
-        outlines = outlines if outlines is not None else \
-        CountyOutlines(counties, _outline_segment_m(tol))
+        outlines = outlines if outlines is not None else CountyOutlines.for_tolerance(counties, tol)
         d[o] = _distances_to_counties(pts[o], cty[o], counties, outlines, 2 * tol + 1.0)
         n = len(u)
         d1 = d[:n] + d[n:2 * n]  # a left, b right
@@ -584,7 +582,7 @@ def _runs_for_chains(chains, counties_g, settings, outlines: CountyOutlines | No
     xy, li, dist = sample_lines(geoms, step, as_xy=True)
     tol = settings.boundary_tolerance_m
     outlines = outlines if outlines is not None else \
-        CountyOutlines(counties_g, _outline_segment_m(tol))
+        CountyOutlines.for_tolerance(counties_g, tol)
     a, b = _label_samples(xy, counties_g, tol, outlines)
     for c in chains:  # samples inside virtual links: no county is known there
         for s0, s1 in c.virtual:
@@ -995,8 +993,8 @@ def _sections_frame(rows, cty, crs) -> gpd.GeoDataFrame:
                               for c in ("county_id", "county", "city", "province"))
     xy = shapely.get_coordinates(pts.values).tolist()
 
-    def join(values: list, idx: list[int]) -> str:
-        return st.SEP.join([str(values[i]) for i in idx])
+    def join(values: list, idx: list[int]) -> str:  # the values at idx, as _join joins them
+        return _join([values[i] for i in idx])
 
     recs = []
     used: dict[str, int] = {}
