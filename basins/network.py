@@ -574,6 +574,18 @@ def _water_links(kept: gpd.GeoDataFrame, geoms: np.ndarray | None,
     return gpd.GeoDataFrame(rows, columns=cols, geometry="geometry", crs=kept.crs)
 
 
+def simplified_line(line, tolerance: float):
+    """``line`` simplified within ``tolerance``, without crossing itself.
+
+    Douglas-Peucker, and GEOS's topology-preserving simplifier only when that
+    result crosses itself: the plain one is ~15 times faster, and on simple lines
+    such as medial paths it nearly always gives a simple line (every national
+    centre line is the same either way).
+    """
+    out = shapely.simplify(line, tolerance, preserve_topology=False)
+    return out if shapely.is_simple(out) else shapely.simplify(line, tolerance)
+
+
 #: skip the GEOS containment test for Voronoi edges that provably lie inside (off
 #: only in tests, which check it changes nothing)
 _MEDIAL_SKIP = True
@@ -656,7 +668,7 @@ def _medial_path(poly, step: float):
         path.append(step_back[path[-1]])
     if len(path) < 2:
         return None
-    return shapely.simplify(shapely.linestrings(keys[path]), step / 2)
+    return simplified_line(shapely.linestrings(keys[path]), step / 2)
 
 
 def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings):

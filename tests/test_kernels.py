@@ -13,7 +13,7 @@ import shapely
 from hypothesis import given, settings as hsettings, strategies as hs
 from scipy.interpolate import RegularGridInterpolator
 
-from basins.network import SegmentIndex, _medial_path
+from basins.network import SegmentIndex, _medial_path, simplified_line
 from basins.read import Dem
 from basins.sections import (CountyOutlines, _contested, _distances_to_counties, _label_samples,
                              _side_votes)
@@ -154,6 +154,34 @@ def test_medial_path_of_a_strip_is_its_centre_line():
     mid = (xy[:, 0] > 1000) & (xy[:, 0] < 19_000)
     assert np.allclose(xy[mid, 1], 400.0, atol=1.0)
     assert path.length > 18_500
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(0.2, 2.0))
+def test_simplified_line_is_simple_and_within_tolerance(seed, tol):
+    # random walks, kept when simple: Douglas-Peucker alone crosses itself on some
+    rng = np.random.default_rng(seed)
+    xy = np.cumsum(rng.normal(size=(int(rng.integers(3, 12)), 2)), axis=0)
+    line = shapely.linestrings(xy)
+    if not shapely.is_simple(line):
+        return
+    out = simplified_line(line, tol)
+    assert shapely.is_simple(out)
+    assert shapely.hausdorff_distance(out, line) <= tol + 1e-9
+    plain = shapely.simplify(line, tol, preserve_topology=False)
+    if shapely.is_simple(plain):
+        assert shapely.equals_exact(out, plain, 0.0)
+
+
+def test_simplified_line_falls_back_where_douglas_peucker_crosses():
+    xy = [[0.43, 0.96], [-0.41, 1.5], [0.27, 2.66], [1.67, 2.16], [0.23, 1.52], [1.56, 0.52],
+          [0.18, -0.79], [-1.12, -0.07]]
+    line = shapely.linestrings(xy)
+    assert shapely.is_simple(line)
+    assert not shapely.is_simple(shapely.simplify(line, 0.8, preserve_topology=False))
+    out = simplified_line(line, 0.8)
+    assert shapely.is_simple(out)
+    assert shapely.equals_exact(out, shapely.simplify(line, 0.8), 0.0)
 
 
 def _smooth_reference(runs, settings, line=None):
