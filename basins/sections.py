@@ -325,6 +325,7 @@ class CountyOutlines:
         self.owner = owner_part[ring_part[ridx[self.first]]]
         self.max_len = float(max_len)
         self.n_counties = len(counties)
+        self._grid: tuple | None = None  # see _grid_for
 
     @classmethod
     def for_tolerance(cls, counties: np.ndarray, tol: float) -> "CountyOutlines":
@@ -334,15 +335,36 @@ class CountyOutlines:
         to ``tol`` long made it 1.5 ``tol``, half as long make it 1.25 ``tol``
         (nationally ~10% fewer candidates, labelling 0.40 -> 0.37 s), while few
         outline segments are long enough to be cut (the median is ~440 m).
+        The grid of :meth:`near` for ``tol`` is laid out here too.
         """
-        return cls(counties, tol / 2)
+        outlines = cls(counties, tol / 2)
+        outlines._grid_for(tol)
+        return outlines
+
+    def _grid_for(self, tol: float) -> tuple:
+        """The grid :meth:`near` uses, laid out for the first ``tol`` asked for.
+
+        Cells of side ``tol + max_len``; the outline vertices' cells are worked
+        out once (one pass over every vertex). Returns the grid's origin, cell
+        side, shape, and each vertex's cell number.
+        """
+        if self._grid is None:
+            cell = float(tol) + self.max_len
+            lo = column_bounds(self.coords)[0] - 2 * cell if len(self.coords) else np.zeros(2)
+            vx = np.floor((self.coords[:, 0] - lo[0]) / cell).astype(np.int64)
+            vy = np.floor((self.coords[:, 1] - lo[1]) / cell).astype(np.int64)
+            shape = (int(vx.max(initial=0)) + 3, int(vy.max(initial=0)) + 3)
+            self._grid = (lo, cell, shape, vx * shape[1] + vy)
+        return self._grid
 
     def near(self, xy: np.ndarray, tol: float):
         """The segments that may lie within ``tol`` of a point.
 
-        A segment is kept when one of its ends lies in a grid cell (side ``tol +
-        max_len``) next to a cell holding a point: a segment within ``tol`` of a
-        point has both ends within ``tol + max_len`` of it, so nothing near is lost.
+        A segment is kept when one of its ends lies in a grid cell within ``k``
+        cells of a point's cell, ``k`` cells spanning ``tol + max_len``: a segment
+        within ``tol`` of a point has both ends within ``tol + max_len`` of it, so
+        nothing near is lost. The grid is laid out once (:meth:`_grid_for`); a
+        search costs one lookup a vertex.
 
         Returns
         -------
@@ -352,28 +374,22 @@ class CountyOutlines:
         coords, same = self.coords, self.first
         if len(xy) == 0 or len(same) == 0:
             return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, dtype=int)
-        cell = float(tol) + self.max_len
-        lo = column_bounds(xy)[0] - 2 * cell
+        lo, cell, (nx, ny), vkey = self._grid_for(tol)
+        k = max(int(np.ceil((float(tol) + self.max_len) / cell)), 1)
         pc = np.floor((xy - lo) / cell).astype(np.int64)
-        shape = column_bounds(pc)[1] + 3
-        near = np.zeros(int(shape[0]) * int(shape[1]), bool) if shape.prod() <= 50_000_000 \
-            else None
         keys = []
-        for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1):
-                k = (pc[:, 0] + dx) * shape[1] + (pc[:, 1] + dy)
-                if near is not None:
-                    near[k] = True
-                else:
-                    keys.append(k)
-        vx = np.floor((coords[:, 0] - lo[0]) / cell).astype(np.int64)
-        vy = np.floor((coords[:, 1] - lo[1]) / cell).astype(np.int64)
-        inside = (vx >= 0) & (vy >= 0) & (vx < shape[0]) & (vy < shape[1])
-        vkey = np.where(inside, vx * shape[1] + vy, -1)
-        if near is not None:
-            vhit = inside & near[np.maximum(vkey, 0)]
+        for dx in range(-k, k + 1):
+            for dy in range(-k, k + 1):
+                x, y = pc[:, 0] + dx, pc[:, 1] + dy
+                on = (x >= 0) & (y >= 0) & (x < nx) & (y < ny)  # cells with vertices
+                keys.append(x[on] * ny + y[on])
+        if nx * ny <= 50_000_000:
+            near = np.zeros(nx * ny, bool)
+            for key in keys:
+                near[key] = True
+            vhit = near[vkey]
         else:  # a huge sparse extent: look cells up by sorting instead
-            vhit = inside & np.isin(vkey, np.unique(np.concatenate(keys)))
+            vhit = np.isin(vkey, np.unique(np.concatenate(keys)))
         keep = np.flatnonzero(vhit[same] | vhit[same + 1])
         same = same[keep]
         return np.take(coords, same, axis=0), np.take(coords, same + 1, axis=0), self.owner[keep]

@@ -465,17 +465,39 @@ def test_near_duplicate_pretest_changes_nothing(seed, pieces, shift, cover):
 
 
 @hsettings(max_examples=15, deadline=None)
-@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(300, 4000))
-def test_distances_to_counties_match_shapely(seed, tol):
+@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(300, 4000), laid_out=hs.booleans())
+def test_distances_to_counties_match_shapely(seed, tol, laid_out):
     # the outline-segment distances equal GEOS's distance to the whole polygon,
-    # both for points within the search reach and (by the fallback) beyond it
+    # both for points within the search reach and (by the fallback) beyond it;
+    # with the outlines' grid laid out for this reach, or for a smaller one first
     counties, rng, xy = _counties_and_points(seed, 300, tol)
     which = rng.integers(0, len(counties), len(xy))
     want = shapely.distance(shapely.points(xy), counties[which])
     out = want > 0
-    got = _distances_to_counties(xy[out], which[out], counties, CountyOutlines(counties, tol),
-                                 2 * tol)
+    outlines = CountyOutlines.for_tolerance(counties, tol) if laid_out else \
+        CountyOutlines(counties, tol)
+    got = _distances_to_counties(xy[out], which[out], counties, outlines, 2 * tol)
     assert np.allclose(got, want[out], rtol=0, atol=1e-6)
+
+
+@hsettings(max_examples=12, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(300, 4000), first=hs.floats(0.05, 2.0))
+def test_county_outlines_near_keeps_every_segment_within_reach(seed, tol, first):
+    # whatever search laid the grid out (``first`` times this one's reach; a
+    # smaller one makes the search look more than one cell away), every outline
+    # segment within ``tol`` of a point is among those ``near`` gives
+    counties, _, xy = _counties_and_points(seed, 60, tol)
+    outlines = CountyOutlines(counties, 700.0)
+    outlines.near(xy[:1], first * tol)
+    sa, sb, own = outlines.near(xy, tol)
+    kept = set(zip(map(tuple, sa.tolist()), map(tuple, sb.tolist()), own.tolist()))
+    c, f = outlines.coords, outlines.first
+    from basins.network import point_segment_distance  # (checked through SegmentIndex)
+    pi = np.repeat(np.arange(len(xy)), len(f))
+    d = point_segment_distance(xy[pi], np.tile(c[f], (len(xy), 1)),
+                               np.tile(c[f + 1], (len(xy), 1)))
+    for j in np.unique(np.flatnonzero(d <= tol) % len(f)):
+        assert (tuple(c[f[j]]), tuple(c[f[j] + 1]), int(outlines.owner[j])) in kept
 
 
 @hsettings(max_examples=15, deadline=None)
