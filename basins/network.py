@@ -227,18 +227,38 @@ def points_in_polygons(xy: np.ndarray, polys: np.ndarray) -> tuple[np.ndarray, n
     inbox = (x >= b[ci, 0]) & (x <= b[ci, 2]) & (y >= b[ci, 1]) & (y <= b[ci, 3])
     o = np.lexsort((pi[inbox], ci[inbox]))  # by polygon, then point
     pi, ci = pi[inbox][o], ci[inbox][o]
-    g = polys[ok]
-    shapely.prepare(g)
-    # two threads, each on its own polygons: a prepared polygon builds its
-    # point-in-area index on first use, which two threads must not do at once
-    cut = int(np.searchsorted(ci, ci[len(ci) // 2])) if len(ci) >= 2 * _THREAD_MIN_POINTS else 0
-    spans = [(0, cut), (cut, len(ci))] if cut > 0 else [(0, len(ci))]
-
-    def test(span):
-        s0, s1 = span
-        return shapely.intersects_xy(g[ci[s0:s1]], xy[pi[s0:s1], 0], xy[pi[s0:s1], 1])
-    hit = np.concatenate(thread_map(test, spans)) if len(pi) else np.zeros(0, bool)
+    hit = polygons_contain_xy(polys[ok], ci, xy[pi], "intersects") if len(pi) \
+        else np.zeros(0, bool)
     return pi[hit], ok[ci[hit]]
+
+
+def polygons_contain_xy(polys: np.ndarray, which: np.ndarray, xy: np.ndarray,
+                        predicate: str = "contains") -> np.ndarray:
+    """``shapely.contains_xy(polys[which], x, y)`` (or ``intersects_xy``) for many pairs.
+
+    The polygons are prepared; with many pairs the work is split on two threads,
+    each with its own polygons: a prepared polygon builds its point-in-area index
+    on first use, which two threads must not do at once (seen as a heap
+    corruption).
+    """
+    test = shapely.contains_xy if predicate == "contains" else shapely.intersects_xy
+    shapely.prepare(polys)
+    which = np.asarray(which, dtype=np.int64)
+    n = len(which)
+    if n < 2 * _THREAD_MIN_POINTS:
+        return test(polys[which], xy[:, 0], xy[:, 1])
+    order = np.argsort(which, kind="stable")
+    w = which[order]
+    cut = int(np.searchsorted(w, w[n // 2]))  # no polygon on both sides of the cut
+    spans = [(0, cut), (cut, n)] if cut > 0 else [(0, n)]
+
+    def run(span):
+        o = order[span[0]:span[1]]
+        return test(polys[w[span[0]:span[1]]], xy[o, 0], xy[o, 1])
+
+    out = np.empty(n, bool)
+    out[order] = np.concatenate(thread_map(run, spans))
+    return out
 
 
 def point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray, with_t: bool = False):

@@ -500,6 +500,20 @@ def test_county_outlines_near_keeps_every_segment_within_reach(seed, tol, first)
         assert (tuple(c[f[j]]), tuple(c[f[j] + 1]), int(outlines.owner[j])) in kept
 
 
+@hsettings(max_examples=10, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1))
+def test_polygons_contain_xy_on_two_threads_match_shapely(seed):
+    import basins.network as network
+    counties, rng, xy = _counties_and_points(seed, 2000, 2000.0)
+    which = rng.integers(0, len(counties), len(xy))
+    want = shapely.contains_xy(counties[which], xy[:, 0], xy[:, 1])
+    assert want.any()
+    for threshold in (network._THREAD_MIN_POINTS, 50):  # one thread, then two
+        with patch.object(network, "_THREAD_MIN_POINTS", threshold):
+            got = network.polygons_contain_xy(counties, which, xy)
+        assert np.array_equal(got, want)
+
+
 @hsettings(max_examples=15, deadline=None)
 @given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(600, 3000))
 def test_side_votes_keep_every_run_sign(seed, tol):
