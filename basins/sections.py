@@ -701,11 +701,13 @@ class _Along:
 
     def substring(self, s0: float, s1: float) -> shapely.LineString:
         """The part of the line between distances ``s0`` < ``s1`` from its start."""
-        inner = np.flatnonzero((self.cum > s0) & (self.cum < s1))
-        xs = np.concatenate([np.interp([s0], self.cum, self.x), self.x[inner],
-                             np.interp([s1], self.cum, self.x)])
-        ys = np.concatenate([np.interp([s0], self.cum, self.y), self.y[inner],
-                             np.interp([s1], self.cum, self.y)])
+        cum = self.cum  # non-decreasing: the vertices strictly between s0 and s1 are
+        inner = slice(int(np.searchsorted(cum, s0, "right")), int(np.searchsorted(cum, s1)))
+        ends = [s0, s1]
+        x0, x1 = np.interp(ends, cum, self.x)
+        y0, y1 = np.interp(ends, cum, self.y)
+        xs = np.concatenate([[x0], self.x[inner], [x1]])
+        ys = np.concatenate([[y0], self.y[inner], [y1]])
         return shapely.linestrings(np.column_stack([xs, ys]))
 
 
@@ -1072,19 +1074,17 @@ def _boundary_frame(chains: list[Chain], cty, crs) -> gpd.GeoDataFrame:
     groups = defaultdict(list)
     for i in range(len(pieces)):
         groups[find(i)].append(i)
+    chains_by_id = {c.cid: c for c, _, _ in pieces}
     ids, names = cty.county_id.to_numpy(), cty.county.to_numpy()
     pc_arrays = (cty.province.to_numpy(), cty.city.to_numpy())
-    alongs: dict[int, _Along] = {}
-
-    def along_of(c: Chain) -> _Along:
-        if c.cid not in alongs:
-            alongs[c.cid] = _Along(c.geometry)
-        return alongs[c.cid]
-
+    cids = sorted({c.cid for c, _, _ in pieces})
+    slot = {cid: k for k, cid in enumerate(cids)}
+    along_of = _Along.for_lines(np.array([chains_by_id[cid].geometry for cid in cids],
+                                         dtype=object)) if cids else None
     recs, geoms = [], []
     for members in groups.values():
         c0, _, r0 = pieces[members[0]]
-        parts = [along_of(pieces[i][0]).substring(pieces[i][2].start, pieces[i][2].end)
+        parts = [along_of(slot[pieces[i][0].cid]).substring(pieces[i][2].start, pieces[i][2].end)
                  for i in members]
         geom = shapely.line_merge(shapely.multilinestrings(parts)) if len(parts) > 1 else parts[0]
         length = sum(p.length for p in parts)

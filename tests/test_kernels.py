@@ -714,6 +714,30 @@ def test_along_for_many_lines_equals_one_per_line():
             assert one.distance(*s) == many.distance(*s)
 
 
+@hsettings(max_examples=40, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), at_vertex=hs.booleans())
+def test_along_substring_matches_shapely(seed, at_vertex):
+    # the part of a line between two distances: the vertices strictly between, and
+    # the two interpolated ends (repeated vertices and ends on a vertex included)
+    from basins.sections import _Along
+    rng = np.random.default_rng(seed)
+    xy = np.cumsum(rng.normal(0, 100, (int(rng.integers(2, 12)), 2)), axis=0)
+    xy = np.repeat(xy, rng.integers(1, 3, len(xy)), axis=0)  # some vertices twice
+    line = shapely.LineString(xy)
+    along = _Along(line)
+    if at_vertex:
+        s0, s1 = sorted(rng.choice(along.cum, 2).tolist())
+    else:
+        s0, s1 = sorted(rng.uniform(0, line.length, 2).tolist())
+    got = along.substring(s0, s1)
+    inner = np.flatnonzero((along.cum > s0) & (along.cum < s1))  # the plain rule
+    assert len(shapely.get_coordinates(got)) == len(inner) + 2
+    assert np.array_equal(shapely.get_coordinates(got)[1:-1], xy[inner])
+    want = shapely.ops.substring(line, s0, s1)
+    assert abs(got.length - want.length) < 1e-6
+    assert shapely.hausdorff_distance(got, want) < 1e-6
+
+
 @hsettings(max_examples=30, deadline=None)
 @given(order=hs.permutations(range(5)), pair=hs.booleans())
 def test_network_smoothing_takes_neighbours_labels_as_found(order, pair):
