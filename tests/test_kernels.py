@@ -716,8 +716,8 @@ def test_along_for_many_lines_equals_one_per_line():
 
 @hsettings(max_examples=40, deadline=None)
 @given(seed=hs.integers(0, 2**32 - 1), at_vertex=hs.booleans())
-def test_along_substring_matches_shapely(seed, at_vertex):
-    # the part of a line between two distances: the vertices strictly between, and
+def test_along_substrings_match_shapely(seed, at_vertex):
+    # the parts of a line between pairs of distances: the vertices strictly between, and
     # the two interpolated ends (repeated vertices and ends on a vertex included)
     from basins.sections import _Along
     rng = np.random.default_rng(seed)
@@ -725,17 +725,19 @@ def test_along_substring_matches_shapely(seed, at_vertex):
     xy = np.repeat(xy, rng.integers(1, 3, len(xy)), axis=0)  # some vertices twice
     line = shapely.LineString(xy)
     along = _Along(line)
-    if at_vertex:
-        s0, s1 = sorted(rng.choice(along.cum, 2).tolist())
-    else:
-        s0, s1 = sorted(rng.uniform(0, line.length, 2).tolist())
-    got = along.substring(s0, s1)
-    inner = np.flatnonzero((along.cum > s0) & (along.cum < s1))  # the plain rule
-    assert len(shapely.get_coordinates(got)) == len(inner) + 2
-    assert np.array_equal(shapely.get_coordinates(got)[1:-1], xy[inner])
-    want = shapely.ops.substring(line, s0, s1)
-    assert abs(got.length - want.length) < 1e-6
-    assert shapely.hausdorff_distance(got, want) < 1e-6
+    pick = (lambda: rng.choice(along.cum, 2)) if at_vertex else \
+        (lambda: rng.uniform(0, line.length, 2))
+    pairs = [sorted(pick().tolist()) for _ in range(int(rng.integers(1, 5)))]
+    xy_parts, part = along.substrings([p[0] for p in pairs], [p[1] for p in pairs])
+    for k, (s0, s1) in enumerate(pairs):  # several parts in one call, each as alone
+        got = along.substring(s0, s1)
+        assert np.array_equal(shapely.get_coordinates(got), xy_parts[part == k])
+        inner = np.flatnonzero((along.cum > s0) & (along.cum < s1))  # the plain rule
+        assert len(shapely.get_coordinates(got)) == len(inner) + 2
+        assert np.array_equal(shapely.get_coordinates(got)[1:-1], xy[inner])
+        want = shapely.ops.substring(line, s0, s1)
+        assert abs(got.length - want.length) < 1e-6
+        assert shapely.hausdorff_distance(got, want) < 1e-6
 
 
 @hsettings(max_examples=30, deadline=None)
