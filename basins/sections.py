@@ -951,7 +951,6 @@ def sections_from_network(
             note: str = ""):
         up_ids, down_ids = _side(up), _side(down)
         parties = up_ids + down_ids
-        pt = chain.geometry.interpolate(s)
         reach_id = _reach_at(chain, s) if node is None else chain.reach_ids[0]
         flag = edge_flags.get(reach_id, "")
         if via is not None:
@@ -961,7 +960,7 @@ def sections_from_network(
         rows.append(dict(
             _chain=chain.cid, _s=s, _via=via, river=river, kind=_kind(up, down),
             level=_level(parties, pc_arrays), _up=up_ids, _down=down_ids,
-            reach_id=reach_id, flags=flag, geometry=pt,
+            reach_id=reach_id, flags=flag, geometry=None,
         ))
 
     for c in chains:
@@ -997,6 +996,12 @@ def sections_from_network(
             seen_node.add(key)
             add(co, 0.0, r1, r2, ci.river or co.river, ci.v, ci.cid)
 
+    # the points, in one call (the very values of a scalar interpolate per row)
+    at = shapely.line_interpolate_point(
+        np.array([chains[r["_chain"]].geometry for r in rows], dtype=object),
+        np.array([r["_s"] for r in rows], dtype=float))
+    for r, pt in zip(rows, at):
+        r["geometry"] = pt
     sections = _sections_frame(rows, cty_used, crs)
     for r, sid in zip(rows, sections["_rowid_sid"]):
         pos[sid] = (r["_chain"], r["_s"], r["_via"])
