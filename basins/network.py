@@ -392,7 +392,7 @@ def reaches_from_rivers(
     if wgeoms is not None:
         wb = shapely.boundary(wgeoms[wfirst])
         wb = SegmentIndex(wb[~(shapely.is_missing(wb) | shapely.is_empty(wb))],
-                          settings.shore_tolerance_m)
+                          settings.shore_tolerance_m, keep_segments=True)
         idx = np.flatnonzero(alive)
         cover = _cover_share(g[idx], wb, settings.shore_tolerance_m, settings.sample_step_m)
         for i in idx[cover >= settings.shore_min_cover].tolist():
@@ -841,9 +841,11 @@ class SegmentIndex:
     max_len
         Segments are at most this long (lines are densified first); keep it near
         the query tolerance so the candidate search stays tight.
+    keep_segments
+        Also keep the uncut segments, hashed, for :meth:`lines_on_segments`.
     """
 
-    def __init__(self, geoms: np.ndarray, max_len: float) -> None:
+    def __init__(self, geoms: np.ndarray, max_len: float, keep_segments: bool = False) -> None:
         geoms = np.asarray(geoms, dtype=object)
         # single parts, so no segment joins the end of one part to the next
         if (shapely.get_type_id(geoms) == 1).all():  # LineStrings: already single parts
@@ -857,6 +859,11 @@ class SegmentIndex:
         seg_len = np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])
         keep = seg_len > 0  # repeated points give no segment
         same, a, b, d, seg_len = same[keep], a[keep], b[keep], d[keep], seg_len[keep]
+        self._seg_hash = self._seg_four = None
+        if keep_segments:  # one segment per hash (the first): see lines_on_segments
+            h, four = _segment_keys(a, b)
+            h, first = np.unique(h, return_index=True)
+            self._seg_hash, self._seg_four = pd.Index(h), four[first]
         # densify in numpy, as GEOS's segmentize does: a segment longer than
         # max_len becomes n = ceil(len / max_len) equal pieces
         n = np.maximum(np.ceil(seg_len / max_len), 1).astype(np.int64) if len(same) \
@@ -890,6 +897,32 @@ class SegmentIndex:
 
     def __len__(self) -> int:
         return len(self.a)
+
+    def lines_on_segments(self, lines: np.ndarray) -> np.ndarray:
+        """Whether every segment of each line is exactly one of the indexed segments.
+
+        Exact coordinates, either direction, before the segments were cut. Such a
+        line lies on the indexed lines: every point of it is at distance 0 (a shore
+        line copied from a lake outline). Needs ``keep_segments``.
+        """
+        if self._seg_hash is None:
+            raise ValueError("SegmentIndex built without keep_segments=True")
+        out = np.zeros(len(lines), bool)
+        if len(lines) == 0 or len(self._seg_hash) == 0:
+            return out
+        coords, ci = shapely.get_coordinates(lines, return_index=True)
+        same = np.flatnonzero(ci[1:] == ci[:-1])
+        # (a repeated point, a zero-length segment, is never indexed: no match)
+        h, four = _segment_keys(np.take(coords, same, axis=0), np.take(coords, same + 1, axis=0))
+        # a hash collision can only hide a match (only the first segment of a hash
+        # is kept to compare), never make one: such a line is tested the slow way
+        pos = self._seg_hash.get_indexer(h)  # (a hash table: no sort)
+        hit = pos >= 0
+        hit[hit] = (self._seg_four[pos[hit]] == four[hit]).all(axis=1)
+        line = ci[same]
+        n = np.bincount(line, minlength=len(lines))
+        out[:] = (n > 0) & (np.bincount(line, weights=hit, minlength=len(lines)) == n)
+        return out
 
     def count(self, xy: np.ndarray, tol: float) -> np.ndarray:
         """Upper bound of the pairs each point will give (candidates, before the exact test)."""
@@ -966,6 +999,26 @@ class SegmentIndex:
         return hit
 
 
+#: odd 64-bit multipliers of the segment hash (one per coordinate)
+_HASH_MULT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                       0xD6E8FEB86659FD93], dtype=np.uint64)
+
+
+def _segment_keys(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A hash of each segment ``a[i]``-``b[i]`` and its (n, 4) coordinates, both
+    independent of the segment's direction (lower end point first)."""
+    x0, y0, x1, y1 = a[:, 0], a[:, 1], b[:, 0], b[:, 1]
+    swap = (x1 < x0) | ((x1 == x0) & (y1 < y0))
+    four = np.empty((len(a), 4))
+    four[:, 0], four[:, 1] = np.where(swap, x1, x0), np.where(swap, y1, y0)
+    four[:, 2], four[:, 3] = np.where(swap, x0, x1), np.where(swap, y0, y1)
+    four += 0.0  # -0.0 -> 0.0: equal values, equal bits
+    bits = four.view(np.uint64)
+    m = _HASH_MULT  # (uint64 products and sums wrap modulo 2**64)
+    h = bits[:, 0] * m[0] + bits[:, 1] * m[1] + bits[:, 2] * m[2] + bits[:, 3] * m[3]
+    return h ^ (h >> np.uint64(31)), four
+
+
 #: SegmentIndex.pairs takes ball queries point by point below this many points
 #: (or 1/60 of the segments), a dual-tree search above
 _BALL_QUERY_POINTS = 1000
@@ -988,14 +1041,25 @@ def _cover_share(lines: np.ndarray, targets, tol: float, step: float) -> np.ndar
     """Share of each line's sample points within ``tol`` of any target geometry.
 
     ``targets`` is an array of linear geometries or a prebuilt :class:`SegmentIndex`.
+    A line drawn on the targets' own segments (when ``targets`` keeps them, see
+    :meth:`SegmentIndex.lines_on_segments`) has share 1 without sampling: every
+    sample of it is at distance 0.
     """
     index = targets if isinstance(targets, SegmentIndex) else SegmentIndex(targets, tol)
+    share = np.zeros(len(lines))
     if len(lines) == 0 or len(index) == 0:
-        return np.zeros(len(lines))
-    xy, li, _ = sample_lines(lines, min(step, tol), as_xy=True)
+        return share
+    test = np.arange(len(lines))
+    if index._seg_hash is not None:
+        on = index.lines_on_segments(lines)
+        share[on] = 1.0
+        test = np.flatnonzero(~on)
+    xy, li, _ = sample_lines(lines[test], min(step, tol), as_xy=True)
     hit = np.concatenate([index.any_within(xy[a:a + _QUERY_CHUNK], tol)
-                          for a in range(0, len(xy), _QUERY_CHUNK)])
-    return np.bincount(li, weights=hit, minlength=len(lines)) / np.bincount(li, minlength=len(lines))
+                          for a in range(0, len(xy), _QUERY_CHUNK)]) if len(xy) else np.zeros(0)
+    share[test] = (np.bincount(li, weights=hit, minlength=len(test))
+                   / np.bincount(li, minlength=len(test)))
+    return share
 
 
 #: candidate pairs per chunk in the near-duplicate search (bounds memory in dense networks)

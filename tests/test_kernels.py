@@ -9,6 +9,7 @@ from __future__ import annotations
 from unittest.mock import patch
 
 import numpy as np
+import pytest
 import shapely
 from hypothesis import given, settings as hsettings, strategies as hs
 from scipy.interpolate import RegularGridInterpolator
@@ -97,6 +98,75 @@ def test_segment_index_does_not_join_parts():
     idx = SegmentIndex(np.array([mls], dtype=object), 5.0)
     pi, _, _, _ = idx.pairs(np.array([[500.0, 0.0]]), 100.0)
     assert len(pi) == 0
+
+
+def _outlines_and_lines(rng):
+    """Random polygon outlines (one with a hole) and lines of three kinds: runs of
+    consecutive outline vertices (either direction), such runs with one vertex
+    moved by a hair, and chords joining outline vertices that are not neighbours.
+    The truth: every segment of the line is an outline segment."""
+    rings = []
+    for _ in range(int(rng.integers(1, 5))):
+        k = int(rng.integers(4, 15))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+        r = rng.uniform(200, 2000, k)
+        c = rng.uniform(0, 10_000, 2)
+        rings.append(np.column_stack([c[0] + r * np.cos(ang), c[1] + r * np.sin(ang)]))
+        if len(rings) == 1:  # star-shaped round c: the ring shrunk towards c is a hole
+            rings.append(c + (rings[0] - c) * 0.3)
+    polys = [shapely.polygons(rings[0], holes=[rings[1]])]
+    polys += [shapely.polygons(r) for r in rings[2:]]
+    outlines = shapely.boundary(np.array(polys, dtype=object))
+    segs = {tuple(sorted(map(tuple, pq))) for r in rings for pq in zip(r, np.roll(r, -1, 0))}
+    lines, truth = [], []
+    for _ in range(int(rng.integers(1, 20))):
+        ring = rings[int(rng.integers(len(rings)))]
+        k = len(ring)
+        i, n = int(rng.integers(k)), int(rng.integers(2, k + 2))
+        xy = ring[(i + np.arange(n)) % k]
+        if rng.random() < 0.5:
+            xy = xy[::-1]
+        kind = rng.integers(3)
+        if kind == 1:  # one vertex off the outline by a hair
+            xy = xy.copy()
+            xy[int(rng.integers(n)), 0] += 1e-7
+        elif kind == 2:  # a chord: skips a vertex
+            xy = ring[[i, (i + 2) % k]]
+        lines.append(shapely.linestrings(xy))
+        truth.append(all(tuple(sorted((tuple(p), tuple(q)))) in segs
+                         for p, q in zip(xy[:-1], xy[1:])))
+    return outlines, np.array(lines, dtype=object), np.array(truth)
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), collide=hs.booleans())
+def test_lines_on_segments_and_cover_share_shortcut(seed, collide):
+    # exact membership of every segment, either direction; with every hash made
+    # equal (collide) matches can only be lost, never made, and the shares of
+    # _cover_share stay those of the sampled test
+    import basins.network as network
+    rng = np.random.default_rng(seed)
+    outlines, lines, truth = _outlines_and_lines(rng)
+    mult = np.zeros(4, np.uint64) if collide else network._HASH_MULT
+    with patch.object(network, "_HASH_MULT", mult):
+        idx = SegmentIndex(outlines, 150.0, keep_segments=True)
+        on = idx.lines_on_segments(lines)
+        if collide:
+            assert not (on & ~truth).any()
+        else:
+            assert np.array_equal(on, truth)
+        plain = SegmentIndex(outlines, 150.0)
+        tol, step = float(rng.uniform(1, 300)), float(rng.uniform(20, 400))
+        want = network._cover_share(lines, plain, tol, step)
+        got = network._cover_share(lines, idx, tol, step)
+    assert np.array_equal(got, want)
+    assert (want[truth] == 1.0).all()
+
+
+def test_lines_on_segments_needs_kept_segments():
+    idx = SegmentIndex(np.array([shapely.linestrings([(0, 0), (1, 0)])], dtype=object), 1.0)
+    with pytest.raises(ValueError, match="keep_segments"):
+        idx.lines_on_segments(np.array([shapely.linestrings([(0, 0), (1, 0)])], dtype=object))
 
 
 def _counties_and_points(seed: int, n: int, margin: float):
