@@ -691,6 +691,34 @@ def _medial_path(poly, step: float):
     return simplified_line(shapely.linestrings(keys[path]), step / 2)
 
 
+def union_of_polygons(geoms: np.ndarray) -> np.ndarray:
+    """The polygons of the union of the polygon parts of ``geoms`` (other parts dropped).
+
+    GEOS's buffer by 0 of the parts as one MultiPolygon, which is the union of
+    valid polygons and ~2x faster than ``union_all`` (OverlayNG) on river polygons
+    drawn in overlapping pieces (the NGCC Yangtze: 227 polygons, 0.13 s against
+    0.21 s; nationally all 80 groups give the same polygons). ``geoms`` must be
+    valid (:func:`shapely.make_valid`). Should the buffer ever lose area (its area
+    below the largest part's, or above the parts' sum) ``union_all`` is used.
+
+    The polygons come in a fixed order (by bounds, then area), whichever
+    algorithm made them: derived centre lines are numbered in this order.
+    """
+    parts = shapely.get_parts(np.asarray(geoms, dtype=object))
+    parts = parts[shapely.get_type_id(parts) == 3]
+    if len(parts) <= 1:
+        return parts
+    out = shapely.buffer(shapely.multipolygons(parts), 0)
+    area = shapely.area(parts)
+    slack = 1e-9 * float(area.sum())
+    if not (float(area.max()) - slack <= out.area <= float(area.sum()) + slack):
+        out = shapely.union_all(parts)
+    out = shapely.get_parts(out)
+    out = out[shapely.get_type_id(out) == 3]
+    b = shapely.bounds(out)
+    return out[np.lexsort((shapely.area(out), b[:, 3], b[:, 2], b[:, 1], b[:, 0]))]
+
+
 def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings):
     """Centre lines of double-line rivers whose banks came as shore lines.
 
@@ -708,6 +736,7 @@ def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings):
     first = copy_of == np.arange(len(geoms))
     rows = []
     shore_g = _arr(shores)
+    shore_names = shores.river.to_numpy()  # (.iloc per polygon costs ~0.5 ms)
     tree = shapely.STRtree(shore_g)
     # merge touching water polygons (a river drawn in pieces), but only the groups
     # that shore lines run along: unioning every lake of the country costs seconds
@@ -718,10 +747,9 @@ def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings):
         sparse.coo_matrix((np.ones(len(wa)), (wa, wb)), shape=(len(once), len(once))),
         directed=False)
     near_w, _ = tree.query(geoms[once], predicate="dwithin", distance=settings.shore_tolerance_m)
-    merged = thread_map(lambda c: shapely.get_parts(shapely.union_all(geoms[once[lab == c]])),
-                         np.unique(lab[near_w]).tolist())
+    merged = thread_map(lambda c: union_of_polygons(geoms[once[lab == c]]),
+                        np.unique(lab[near_w]).tolist())
     merged = np.concatenate(merged) if merged else np.array([], dtype=object)
-    merged = merged[np.isin(shapely.get_type_id(merged), [3])]  # polygons
     shapely.prepare(merged)
     kept_tree = SegmentIndex(kept_geoms, settings.duplicate_tolerance_m) \
         if len(kept_geoms) else None
@@ -749,7 +777,7 @@ def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings):
         if path is None or path.length == 0:
             continue
         width = poly.area / path.length
-        names = [n for n in shores.river.iloc[near] if n]
+        names = [n for n in shore_names[near].tolist() if n]
         name = max(set(names), key=lambda x: (names.count(x), x)) if names else ""
         for j in once[wtree.query(poly, predicate="intersects")]:
             part_of.setdefault(int(j), []).append((k, width, path.length, name))
@@ -757,6 +785,10 @@ def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings):
             continue
         rows.append({"reach_id": f"W{k}", "river": name, "source": source,
                      "source_row": -1, "geometry": path})
+    for j, info in part_of.items():  # touching several merged polygons (at a point):
+        if len(info) > 1:            # named after the one that holds its area
+            held = shapely.area(shapely.intersection(geoms[j], merged[[i[0] for i in info]]))
+            part_of[j] = [info[int(np.argmax(held))]]
     if kept_tree is not None and rows:  # a centre line already exists in the river layer
         # (one call for every path: a k-d tree query per path costs its thread start-up)
         share = _cover_share(np.array([r["geometry"] for r in rows], dtype=object), kept_tree,

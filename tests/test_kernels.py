@@ -14,7 +14,7 @@ import shapely
 from hypothesis import given, settings as hsettings, strategies as hs
 from scipy.interpolate import RegularGridInterpolator
 
-from basins.network import SegmentIndex, _medial_path, simplified_line
+from basins.network import SegmentIndex, _medial_path, simplified_line, union_of_polygons
 from basins.read import Dem
 from basins.sections import (CountyOutlines, _contested, _distances_to_counties, _label_samples,
                              _side_votes)
@@ -167,6 +167,46 @@ def test_lines_on_segments_needs_kept_segments():
     idx = SegmentIndex(np.array([shapely.linestrings([(0, 0), (1, 0)])], dtype=object), 1.0)
     with pytest.raises(ValueError, match="keep_segments"):
         idx.lines_on_segments(np.array([shapely.linestrings([(0, 0), (1, 0)])], dtype=object))
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), n=hs.integers(1, 12), fallback=hs.booleans())
+def test_union_of_polygons_is_the_union_in_a_fixed_order(seed, n, fallback):
+    # overlapping, touching and disjoint boxes, discs and multipolygons, with a line
+    # and a point among them (dropped); the buffer-by-0 path and the union_all
+    # fallback give the same polygons, in the same order, whatever the input order
+    import basins.network as network
+    rng = np.random.default_rng(seed)
+    geoms = []
+    for _ in range(n):
+        x, y = rng.uniform(0, 5000, 2).round(-2)  # on a grid: exact touches happen
+        w, h = rng.uniform(100, 2000, 2).round(-2)
+        kind = rng.integers(4)
+        if kind == 0:
+            geoms.append(shapely.box(x, y, x + w, y + h))
+        elif kind == 1:
+            geoms.append(shapely.Point(x, y).buffer(w / 2, quad_segs=4))
+        elif kind == 2:
+            geoms.append(shapely.multipolygons([shapely.box(x, y, x + w, y + h),
+                                                shapely.box(x + w, y, x + 2 * w, y + h / 2)]))
+        else:
+            geoms.append(shapely.box(x, y, x + w, y + 100.0))
+    geoms.append(shapely.linestrings([(0, 0), (9000, 9000)]))
+    geoms.append(shapely.points(1, 1))
+    geoms = shapely.make_valid(np.array(geoms, dtype=object))
+    parts = shapely.get_parts(geoms)
+    want = shapely.union_all(parts[shapely.get_type_id(parts) == 3])
+    if fallback:  # a buffer that loses area: union_all takes over
+        with patch.object(network.shapely, "buffer", lambda g, d: shapely.box(0, 0, 1, 1)):
+            got = union_of_polygons(geoms)
+    else:
+        got = union_of_polygons(geoms)
+    assert (shapely.get_type_id(got) == 3).all()
+    assert shapely.symmetric_difference(shapely.multipolygons(got), want).area < 1e-6
+    assert len(got) == len(shapely.get_parts(want))
+    again = union_of_polygons(geoms[rng.permutation(len(geoms))])
+    assert len(again) == len(got) and all(shapely.equals(a, b) for a, b in zip(again, got))
+    assert (np.diff(shapely.bounds(got)[:, 0]) >= 0).all()
 
 
 def _counties_and_points(seed: int, n: int, margin: float):

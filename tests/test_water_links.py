@@ -167,3 +167,31 @@ def test_every_water_polygon_is_accounted_for_without_shore_lines(cut_basin):
     wq = discover_synthetic(cut, water=water).qa.query("layer == 'water'")
     assert wq.status.tolist() == ["used", "excluded"]
     assert "no shore lines" in wq.reason.iat[0] and "empty" in wq.reason.iat[1]
+
+
+@pytest.mark.parametrize("lake_first", [False, True])
+def test_a_water_polygon_touching_two_merged_areas_is_reported_with_its_own(lake_first):
+    """A double-line river (a 400 m strip with its two bank lines) touches a wide lake
+    at one corner: they form one group, whose union is two polygons. Each water
+    polygon's QA row names the one that holds its area, whatever the order."""
+    import numpy as np
+
+    from basins import settings as st
+    from basins.network import _centrelines, first_copies
+
+    strip = shapely.box(0, 0, 20_000, 400)
+    lake = shapely.box(20_000, 400, 40_000, 20_400)  # touches the strip's corner only
+    geoms = np.array([lake, strip] if lake_first else [strip, lake], dtype=object)
+    water = gpd.GeoDataFrame(geometry=list(geoms), crs=CRS)
+    shores = gpd.GeoDataFrame(
+        {"river": ["Strip", "Strip"]},
+        geometry=[shapely.LineString([(0, 0), (20_000, 0)]),
+                  shapely.LineString([(0, 400), (20_000, 400)])], crs=CRS)
+    centre, qa = _centrelines(geoms, first_copies(geoms), water, shores,
+                              np.array([], dtype=object), CRS, st.DEFAULT)
+    assert len(centre) == 1 and centre.river.iat[0] == "Strip"
+    assert centre.geometry.iat[0].length > 15_000
+    reason = {r["source_row"]: r["reason"] for r in qa}
+    i_strip, i_lake = (1, 0) if lake_first else (0, 1)
+    assert reason[i_strip].startswith("double-line river: centre line")
+    assert reason[i_lake].startswith("lake or existing centre line")
