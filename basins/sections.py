@@ -424,31 +424,66 @@ def county_outlines_for(counties: gpd.GeoDataFrame,
 
 
 def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float,
-                   outlines: CountyOutlines | None = None):
+                   outlines: CountyOutlines | None = None, line: np.ndarray | None = None,
+                   step: float | None = None):
     """Nearest and second-nearest county within ``tol`` of each point (-1 when none).
 
     ``xy`` is an (n, 2) array of coordinates in the counties' CRS; ``outlines``,
-    when given, are the :class:`CountyOutlines` of ``counties``.
+    when given, are the :class:`CountyOutlines` of ``counties``. When the points
+    are samples along lines, in order, at most ``step`` apart (``line``: the line
+    of each), a sample farther than ``tol`` from every outline that follows such
+    a sample of its line lies in the same counties: the line between them cannot
+    reach an outline when ``step <= 2 tol``. Only the first of each such stretch
+    is tested against the polygons (nationally half the samples are far).
     """
     # inside: distance 0; near: distance to the county's outline, cut into short
     # segments so each distance is cheap (county outlines have thousands of vertices)
-    pin, cin = points_in_polygons(xy, counties)
     outlines = outlines if outlines is not None else CountyOutlines.for_tolerance(counties, tol)
     sa, sb, seg_owner = outlines.near(xy, tol)
+    tree = kdtree((sa + sb) / 2) if len(sa) and len(xy) else None
     # candidate pairs, then exact distances in numpy; in two halves of the points
     # on two threads when there are many (k-d trees and numpy release the GIL;
-    # nationally ~2M candidate pairs). The pairs' order does not matter below.
-    home = np.full(len(xy), -1, dtype=np.int64)
-    home[pin] = cin
-    tree = kdtree((sa + sb) / 2) if len(sa) and len(xy) else None
+    # nationally ~1.4M candidate pairs). The pairs' order does not matter below.
+    cut = len(xy) // 2 if len(xy) >= 2 * _network._THREAD_MIN_POINTS else 0
+    spans = [(0, cut), (cut, len(xy))] if cut else [(0, len(xy))]
 
-    def near_pairs(span: tuple[int, int]):
+    def candidates(span: tuple[int, int]):
         lo, hi = span
         if tree is None or hi <= lo:
             z = np.zeros(0, dtype=np.int64)
-            return z, z, np.zeros(0)
+            return z, z
         pj, sj = _candidate_pairs(xy[lo:hi], sa, sb, tol, tree)
-        pj += lo
+        return pj + lo, sj
+
+    cand = thread_map(candidates, spans)
+    test = np.ones(len(xy), bool)
+    if line is not None and step is not None and step <= 2 * tol and len(xy):
+        far = np.ones(len(xy), bool)
+        for pj, _ in cand:
+            far[pj] = False
+        follows = np.r_[False, far[:-1] & (line[1:] == line[:-1])]
+        test = ~(far & follows)
+    if test.all():
+        pin, cin = points_in_polygons(xy, counties)
+    else:
+        tested = np.flatnonzero(test)
+        pin, cin = points_in_polygons(xy[tested], counties)
+        pin = tested[pin]
+        # each untested sample takes the polygons of the last tested one before it
+        idx = np.arange(len(xy))
+        src = np.maximum.accumulate(np.where(test, idx, 0))
+        order = np.argsort(pin, kind="stable")
+        pin, cin = pin[order], cin[order]
+        first = np.searchsorted(pin, src)
+        count = np.searchsorted(pin, src, side="right") - first
+        rows = np.repeat(first, count) + np.arange(int(count.sum())) - np.repeat(
+            np.cumsum(count) - count, count)
+        pin, cin = np.repeat(idx, count), cin[rows]
+    home = np.full(len(xy), -1, dtype=np.int64)
+    home[pin] = cin
+
+    def distances(k: int):
+        pj, sj = cand[k]
         # a point inside a county is at distance 0 from it: its own outline's
         # segments need no distance (about half the pairs on a border river)
         other = seg_owner[sj] != home[pj]
@@ -458,9 +493,7 @@ def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float,
         near = dj <= tol
         return pj[near], sj[near], dj[near]
 
-    cut = len(xy) // 2 if len(xy) >= 2 * _network._THREAD_MIN_POINTS else 0
-    halves = thread_map(near_pairs, [(0, cut), (cut, len(xy))]) if cut else \
-        [near_pairs((0, len(xy)))]
+    halves = thread_map(distances, list(range(len(cand))))
     pj, sj, dj = (np.concatenate(x) for x in zip(*halves))
     pi = np.concatenate([pin, pj])
     ci = np.concatenate([cin, seg_owner[sj]])
@@ -599,7 +632,7 @@ def _runs_for_chains(chains, counties_g, settings, outlines: CountyOutlines | No
     tol = settings.boundary_tolerance_m
     outlines = outlines if outlines is not None else \
         CountyOutlines.for_tolerance(counties_g, tol)
-    a, b = _label_samples(xy, counties_g, tol, outlines)
+    a, b = _label_samples(xy, counties_g, tol, outlines, line=li, step=step)
     for c in chains:  # samples inside virtual links: no county is known there
         for s0, s1 in c.virtual:
             on = (li == c.cid) & (dist > s0) & (dist < s1)

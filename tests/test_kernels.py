@@ -625,6 +625,29 @@ def test_polygons_contain_xy_on_two_threads_match_shapely(seed):
 
 
 @hsettings(max_examples=15, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(300, 4000), step_share=hs.floats(0.1, 4.0))
+def test_label_samples_along_lines_match_every_point_tested(seed, tol, step_share):
+    # samples far from every outline take the polygons of the sample before them on
+    # their line: the labels are those of testing every sample (lines start and end
+    # anywhere, also outside every county; steps beyond 2 tol test every sample)
+    from basins.network import sample_lines
+    counties, rng, _ = _counties_and_points(seed, 1, 0.0)
+    x0, y0, x1, y1 = shapely.total_bounds(counties)
+    lines = []  # ~80 km random walks over the basin (40 km counties) and beyond it
+    for k in range(20):
+        start = rng.uniform([x0 - 2e4, y0 - 2e4], [x1 + 2e4, y1 + 2e4]) if k else \
+            np.array([x0 - 3e4, y0 - 3e4])  # (one starts outside every county)
+        walk = start + np.cumsum(rng.normal(0, 8000, (int(rng.integers(2, 12)), 2)), axis=0)
+        lines.append(shapely.linestrings(walk))
+    step = step_share * tol
+    xy, li, _ = sample_lines(np.array(lines, dtype=object), step, as_xy=True)
+    want = _label_samples(xy, counties, tol)
+    assert (want[0] >= 0).any() and (want[1] >= 0).any() and (want[0] < 0).any()
+    got = _label_samples(xy, counties, tol, line=li, step=step)
+    assert [g.tolist() for g in got] == [w.tolist() for w in want]
+
+
+@hsettings(max_examples=15, deadline=None)
 @given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(600, 3000))
 def test_side_votes_keep_every_run_sign(seed, tol):
     # skipping the distance votes of runs the probes already decide leaves the
