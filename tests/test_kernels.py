@@ -928,3 +928,35 @@ def test_medial_path_skips_only_edges_that_are_inside(seed, step):
     assert (fast is None) == (full is None)
     if fast is not None:
         assert shapely.equals_exact(fast, full, 0)
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), n_cuts=hs.integers(0, 6), on_vertex=hs.booleans())
+def test_split_line_gives_the_substrings_vertex_for_vertex(seed, n_cuts, on_vertex):
+    # cuts anywhere, and cuts exactly at vertex distances (as substring sums them)
+    import shapely.ops
+
+    from basins.network import split_line
+    rng = np.random.default_rng(seed)
+    line = _random_lines(rng, 1)[0]
+    if rng.random() < 0.4:  # axis-parallel integer steps: vertex distances tie exactly
+        steps = rng.integers(-900, 900, (int(rng.integers(2, 12)), 1)).astype(float)
+        axis = rng.integers(0, 2, len(steps))
+        walk = np.where(np.column_stack([axis == 0, axis == 1]), steps, 0.0)
+        line = shapely.linestrings(np.cumsum(np.r_[[[0.0, 0.0]], walk], axis=0))
+    xy = shapely.get_coordinates(line)
+    at_vertex, run = [], 0.0
+    for p, q in zip(xy[:-1].tolist(), xy[1:].tolist()):
+        at_vertex.append(run)
+        run += ((q[0] - p[0]) ** 2 + (q[1] - p[1]) ** 2) ** 0.5
+    cuts = rng.uniform(0, line.length, n_cuts).tolist()
+    if on_vertex:
+        cuts += [c for c in at_vertex if 0 < c < line.length]
+    bounds = [0.0] + sorted(set(round(c, 3) for c in cuts if 0 < round(c, 3) < line.length)) \
+        + [line.length]
+    got = split_line(line, bounds)
+    want = [shapely.ops.substring(line, a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        if w.geom_type == "LineString":
+            assert np.array_equal(shapely.get_coordinates(g), shapely.get_coordinates(w))
