@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable
@@ -968,10 +969,27 @@ def sections_from_network(
     if outlines is not None and outlines.n_counties != len(cg):
         raise ValueError(f"outlines are of {outlines.n_counties} counties, the layer has "
                          f"{len(cg)} usable ones: build them with county_outlines_for(counties)")
-    chains = chains_from_reaches(net.edges)
-    _runs_for_chains(chains, cg, settings, outlines)
-    _smooth_network(chains, settings)
+    # the reaches' output projection and the boundary stretches need nothing of the
+    # sections: on a second thread (PROJ and numpy release the GIL)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reaches = pool.submit(net.edges.to_crs, st.OUTPUT_CRS)
+        chains = chains_from_reaches(net.edges)
+        _runs_for_chains(chains, cg, settings, outlines)
+        _smooth_network(chains, settings)
+        boundary = pool.submit(_boundary_frame, chains, cty_used, crs)
+        sections, pos = _sections_of_chains(chains, net, cty_used, pc_arrays, crs)
+        boundary, reaches = boundary.result(), reaches.result()
+    section_graph = _section_graph(chains, pos)
+    qa_full = _qa_frame(qa, reaches, sections, cty, usable, counties)
+    return Discovery(
+        sections=sections, boundary_rivers=boundary, reaches=reaches, qa=qa_full, network=net,
+        section_graph=section_graph, counties=cty_used, chains=chains, _section_pos=pos,
+    )
 
+
+def _sections_of_chains(chains, net, cty_used, pc_arrays, crs):
+    """The sections of chains with their runs, in their output order, and where each
+    lies (section id -> chain, distance along it, chain it was reached by)."""
     edge_flags = dict(zip(net.edges.reach_id.tolist(), net.edges.orientation_flag.tolist()))
     rows = []
     pos: dict[str, tuple] = {}
@@ -1037,15 +1055,7 @@ def sections_from_network(
     sections = sections.drop(columns="_rowid_sid")
     order = sections.assign(_lv=sections.level.map({k: i for i, k in enumerate(st.LEVELS)}))
     sections = order.sort_values(["_lv", "river", "section_id"]).drop(columns="_lv")
-    sections = sections.reset_index(drop=True)
-    boundary = _boundary_frame(chains, cty_used, crs)
-    section_graph = _section_graph(chains, pos)
-    reaches = net.edges.to_crs(st.OUTPUT_CRS)
-    qa_full = _qa_frame(qa, reaches, sections, cty, usable, counties)
-    return Discovery(
-        sections=sections, boundary_rivers=boundary, reaches=reaches, qa=qa_full, network=net,
-        section_graph=section_graph, counties=cty_used, chains=chains, _section_pos=pos,
-    )
+    return sections.reset_index(drop=True), pos
 
 
 def _join(values) -> str:
