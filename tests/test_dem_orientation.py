@@ -84,3 +84,31 @@ def test_without_dem_two_edge_ends_give_a_flagged_divide(shandong):
     yr = res.reaches[res.reaches.river == "黄河"]
     assert yr.orientation_flag.str.contains("divide").any()
     assert (res.reaches.orientation == "outlets").all()
+
+
+def test_a_network_end_by_an_invalid_lake_polygon_is_a_lake_end():
+    """Orientation tests network ends against the water polygons as given: a
+    self-crossing (bow-tie) lake, as a layer may bring, gives the ends its repaired
+    form gives, without a GEOS error. SYNTHETIC: one county, one river."""
+    from basins.network import orient_reaches, reaches_from_rivers
+    from basins.read import counties_from_gdf, rivers_from_gdf
+    from basins.synthetic import CRS
+
+    counties = counties_from_gdf(gpd.GeoDataFrame(
+        {"id": ["1"], "name": ["A"], "city": ["C"], "prov": ["P"]},
+        geometry=[shapely.box(0, 0, 100_000, 100_000)], crs=CRS), "id", "name", "city", "prov")
+    rivers = rivers_from_gdf(gpd.GeoDataFrame(
+        {"NAME": ["R"]}, geometry=[shapely.LineString([(60_000, 50_000), (21_000, 50_000)])],
+        crs=CRS), "NAME")
+    # the river ends 1 km east of the bow-tie lake (two triangles meeting at a point)
+    bowtie = shapely.Polygon([(10_000, 40_000), (20_000, 60_000), (20_000, 40_000),
+                              (10_000, 60_000)])
+    assert not bowtie.is_valid
+    water = gpd.GeoDataFrame(geometry=[bowtie], crs=CRS)
+    reaches, _ = reaches_from_rivers(rivers, CRS)
+    raw = orient_reaches(reaches, counties, "auto", water=water)
+    fixed = orient_reaches(reaches, counties, "auto",
+                           water=water.set_geometry(shapely.make_valid(water.geometry.values)))
+    ends = raw.nodes.set_index("node").end
+    assert sorted(ends.tolist()) == ["inland", "lake"]
+    assert ends.to_dict() == fixed.nodes.set_index("node").end.to_dict()
