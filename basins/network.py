@@ -389,6 +389,9 @@ def reaches_from_rivers(
     # work (shore test, unions, links) uses one copy, QA still names every polygon
     wcopy = None if wgeoms is None else first_copies(wgeoms)
     wfirst = None if wgeoms is None else wcopy == np.arange(len(wgeoms))
+    # touching water polygons (one copy each): groups for centre lines and links
+    touching = None if wgeoms is None else \
+        _touching(wgeoms, np.flatnonzero(~shapely.is_empty(wgeoms) & wfirst))
     if wgeoms is not None:
         wb = shapely.boundary(wgeoms[wfirst])
         wb = SegmentIndex(wb[~(shapely.is_missing(wb) | shapely.is_empty(wb))],
@@ -410,7 +413,8 @@ def reaches_from_rivers(
     idx = np.flatnonzero(alive)
 
     def centre_lines():
-        return _centrelines(wgeoms, wcopy, water, parts.iloc[shore_idx], g[alive], crs, settings)
+        return _centrelines(wgeoms, wcopy, water, parts.iloc[shore_idx], g[alive], crs, settings,
+                            touching)
 
     def duplicates():
         return _near_duplicates(g[idx], parts.reach_id.to_numpy()[idx], settings)
@@ -434,7 +438,7 @@ def reaches_from_rivers(
         kept = gpd.GeoDataFrame(kept, geometry="geometry", crs=crs)
     kept = _node(kept, settings)
     kept["virtual"] = False
-    links = _water_links(kept, None if wgeoms is None else wgeoms[wfirst], settings)
+    links = _water_links(kept, wgeoms, settings, touching)
     if len(links):
         kept = gpd.GeoDataFrame(pd.concat([kept, links], ignore_index=True), geometry="geometry",
                                 crs=crs)
@@ -517,8 +521,17 @@ def thread_map(fn, items: list) -> list:
         return list(ex.map(fn, items))
 
 
+def _touching(geoms: np.ndarray, idx: np.ndarray) -> tuple:
+    """``(idx, tree, a, b)``: an STRtree of ``geoms[idx]`` and its pairs of
+    intersecting (touching or overlapping) geometries, positions into ``idx``;
+    worked out once for the centre lines and the water links."""
+    tree = shapely.STRtree(geoms[idx])
+    a, b = tree.query(geoms[idx], predicate="intersects")
+    return idx, tree, a, b
+
+
 def _water_links(kept: gpd.GeoDataFrame, geoms: np.ndarray | None,
-                 settings: st.Settings) -> gpd.GeoDataFrame:
+                 settings: st.Settings, touching: tuple | None = None) -> gpd.GeoDataFrame:
     """Virtual links across water bodies drawn only as areas.
 
     A reservoir or lake with no line through it cuts the network: the river stops
@@ -527,18 +540,26 @@ def _water_links(kept: gpd.GeoDataFrame, geoms: np.ndarray | None,
     belonging to one named river, are joined by straight links to a hub inside the
     largest polygon of the group, when every end is within ``water_link_max_m`` of
     the hub. Links carry ``virtual=True``; the hub is a candidate outlet like a
-    lake end (see :func:`orient_reaches`).
+    lake end (see :func:`orient_reaches`). ``touching``: :func:`_touching` of
+    ``geoms`` and its non-empty ones, when already worked out.
     """
     cols = ["reach_id", "river", "source", "source_row", "geometry", "u", "v", "virtual"]
     empty = gpd.GeoDataFrame(columns=cols, geometry="geometry", crs=kept.crs)
     if geoms is None or len(geoms) == 0 or len(kept) == 0:
         return empty
-    valid = np.flatnonzero(~shapely.is_empty(geoms) & np.isin(shapely.get_type_id(geoms), [3, 6]))
-    if len(valid) == 0:
+    if touching is None:
+        touching = _touching(geoms, np.flatnonzero(~shapely.is_empty(geoms)))
+    idx, wtree, wa, wb = touching
+    poly = np.isin(shapely.get_type_id(geoms[idx]), [3, 6])  # (make_valid may give others)
+    if not poly.any():
         return empty
-    wg = geoms[valid]
-    wtree = shapely.STRtree(wg)
-    wa, wb = wtree.query(wg, predicate="intersects")
+    if not poly.all():  # the polygons' own tree and pairs
+        at = np.cumsum(poly) - 1
+        both = poly[wa] & poly[wb]
+        idx, wtree, wa, wb = idx[poly], None, at[wa[both]], at[wb[both]]
+    wg = geoms[idx]
+    if wtree is None:
+        wtree = shapely.STRtree(wg)
     _, lab = csgraph.connected_components(
         sparse.coo_matrix((np.ones(len(wa)), (wa, wb)), shape=(len(wg), len(wg))), directed=False)
     # network ends (nodes of degree one) and the reach each belongs to
@@ -719,11 +740,12 @@ def union_of_polygons(geoms: np.ndarray) -> np.ndarray:
     return out[np.lexsort((shapely.area(out), b[:, 3], b[:, 2], b[:, 1], b[:, 0]))]
 
 
-def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings):
+def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings, touching=None):
     """Centre lines of double-line rivers whose banks came as shore lines.
 
     ``geoms`` are the water polygons of ``water`` in ``crs``, repaired;
-    ``copy_of`` is :func:`first_copies` of them (copies only get their QA rows).
+    ``copy_of`` is :func:`first_copies` of them (copies only get their QA rows);
+    ``touching``: :func:`_touching` of the non-empty first copies, if worked out.
     Returns the centre lines and one QA row per water polygon.
     """
     empty = gpd.GeoDataFrame(columns=["reach_id", "river", "source", "source_row", "geometry"],
@@ -740,9 +762,9 @@ def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings):
     tree = shapely.STRtree(shore_g)
     # merge touching water polygons (a river drawn in pieces), but only the groups
     # that shore lines run along: unioning every lake of the country costs seconds
-    once = np.flatnonzero(~shapely.is_empty(geoms) & first)  # copies: QA rows only
-    wtree = shapely.STRtree(geoms[once])
-    wa, wb = wtree.query(geoms[once], predicate="intersects")
+    if touching is None:  # copies: QA rows only
+        touching = _touching(geoms, np.flatnonzero(~shapely.is_empty(geoms) & first))
+    once, wtree, wa, wb = touching
     _, lab = csgraph.connected_components(
         sparse.coo_matrix((np.ones(len(wa)), (wa, wb)), shape=(len(once), len(once))),
         directed=False)

@@ -195,3 +195,30 @@ def test_a_water_polygon_touching_two_merged_areas_is_reported_with_its_own(lake
     i_strip, i_lake = (1, 0) if lake_first else (0, 1)
     assert reason[i_strip].startswith("double-line river: centre line")
     assert reason[i_lake].startswith("lake or existing centre line")
+
+
+def test_water_links_skip_non_polygons_among_the_touching_groups():
+    """The touching groups are worked out once for the centre lines and the links; a
+    repaired water geometry that is not polygonal (make_valid can give a collection)
+    takes no part in the links, and the links are those of the polygons alone."""
+    import numpy as np
+
+    from basins import settings as st
+    from basins.network import _touching, _water_links
+
+    lake = shapely.box(0, 0, 4000, 4000)
+    other = shapely.box(4000, 0, 6000, 2000)  # touches the lake: one group
+    odd = shapely.GeometryCollection([shapely.box(-30_000, 0, -27_000, 1000),  # apart
+                                      shapely.LineString([(-30_000, 2000), (-27_000, 2000)])])
+    kept = gpd.GeoDataFrame(
+        {"reach_id": ["a", "b"], "river": ["R", "R"], "u": ["n1", "n3"], "v": ["n2", "n4"],
+         "source": ["x", "x"], "source_row": [0, 1]},
+        geometry=[shapely.LineString([(2000, 9000), (2000, 4500)]),
+                  shapely.LineString([(2000, -500), (2000, -9000)])], crs=CRS)
+    alone = _water_links(kept, np.array([lake, other], dtype=object), st.DEFAULT)
+    geoms = np.array([odd, lake, other], dtype=object)
+    shared = _water_links(kept, geoms, st.DEFAULT, _touching(geoms, np.arange(3)))
+    assert len(alone) == 2 and alone.virtual.all()
+    cols = ["reach_id", "river", "u", "v"]
+    assert shared[cols].equals(alone[cols])
+    assert shapely.equals_exact(shared.geometry.values, alone.geometry.values, 0).all()
