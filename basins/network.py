@@ -1206,9 +1206,10 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     # lines complete; chunking bounds the candidate arrays in dense networks
     # chunks of whole lines holding at most _DUP_CHUNK_PAIRS candidate pairs: dense
     # networks have hundreds of lines within the tolerance of every sample
-    # candidate counts of every k-th sample, scaled, size the chunks: an estimate is
-    # enough (it bounds memory, not the result: each chunk decides its own lines)
-    k = max(1, len(xy) // 50_000)
+    # candidate counts of every k-th sample (~10k of them), scaled, size the chunks:
+    # an estimate is enough (it bounds memory, not the result: each chunk decides
+    # its own lines). Counting every sample cost as much as a tenth of the search.
+    k = max(1, len(xy) // 10_000)
     per_line = np.bincount(li[::k], weights=index.count(xy[::k], tol) * float(k),
                            minlength=len(g))[lines]
     before = np.cumsum(per_line) - per_line
