@@ -383,3 +383,17 @@ def test_discovery_pauses_the_cycle_collector_and_restores_it(enabled):
         assert gc.isenabled() == enabled
     finally:
         gc.enable() if was else gc.disable()
+
+
+def test_sections_stage_gives_the_same_layers_on_one_thread_and_two(monkeypatch):
+    """Small networks project the reaches and build the boundary stretches on a
+    second thread; large ones on one (memory). Both give the same layers."""
+    import basins.sections as sections
+
+    basin = make_basin(seed=11, n_boundary=2, n_meanders=1)
+    two = discover_synthetic(basin)
+    monkeypatch.setattr(sections, "_SECOND_THREAD_MAX_REACHES", 0)
+    one = discover_synthetic(basin)
+    assert len(two.boundary_rivers) > 0
+    for layer in ("sections", "boundary_rivers", "reaches", "qa"):
+        assert getattr(one, layer).equals(getattr(two, layer)), layer
