@@ -484,7 +484,14 @@ def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float,
     home = np.full(len(xy), -1, dtype=np.int64)
     home[pin] = cin
 
-    def distances(k: int):
+    nc = max(len(counties), 1)
+    first = np.full(len(xy), -1)
+    second = np.full(len(xy), -1)
+
+    def nearest_two(k: int) -> None:
+        """The samples of span k: distances, then their two nearest counties (the
+        spans' samples are apart, so each thread fills its own entries)."""
+        lo, hi = spans[k]
         pj, sj = cand[k]
         # a point inside a county is at distance 0 from it: its own outline's
         # segments need no distance (about half the pairs on a border river)
@@ -493,32 +500,30 @@ def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float,
         dj = point_segment_distance(np.take(xy, pj, axis=0), np.take(sa, sj, axis=0),
                                     np.take(sb, sj, axis=0))  # take: fancy indexing, faster
         near = dj <= tol
-        return pj[near], sj[near], dj[near]
-
-    halves = thread_map(distances, list(range(len(cand))))
-    pj, sj, dj = (np.concatenate(x) for x in zip(*halves))
-    pi = np.concatenate([pin, pj])
-    ci = np.concatenate([cin, seg_owner[sj]])
-    d = np.concatenate([np.zeros(len(pin)), dj])
-    # one row per (point, county) with its smallest distance
-    key = pi.astype(np.int64) * max(len(counties), 1) + ci
-    order = np.argsort(key, kind="stable")
-    key, d = key[order], d[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, int)
-    d = np.minimum.reduceat(d, starts) if len(key) else d
-    key = key[starts]
-    pi, ci = key // max(len(counties), 1), key % max(len(counties), 1)
-    order = np.lexsort((ci, d, pi))
-    pi, ci, d = pi[order], ci[order], d[order]
-    first = np.full(len(xy), -1)
-    second = np.full(len(xy), -1)
-    if len(pi):
+        mine = (pin >= lo) & (pin < hi)
+        pi = np.concatenate([pin[mine], pj[near]])
+        ci = np.concatenate([cin[mine], seg_owner[sj[near]]])
+        d = np.concatenate([np.zeros(int(mine.sum())), dj[near]])
+        # one row per (point, county) with its smallest distance
+        key = pi.astype(np.int64) * nc + ci
+        order = np.argsort(key, kind="stable")
+        key, d = key[order], d[order]
+        if len(key) == 0:
+            return
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        d = np.minimum.reduceat(d, starts)
+        key = key[starts]
+        pi, ci = key // nc, key % nc
+        order = np.lexsort((ci, d, pi))
+        pi, ci = pi[order], ci[order]
         starts = np.flatnonzero(np.r_[True, pi[1:] != pi[:-1]])
         first[pi[starts]] = ci[starts]
         nxt = starts + 1
         ok = (nxt < len(pi))
         ok[ok] = pi[nxt[ok]] == pi[starts[ok]]
         second[pi[starts[ok]]] = ci[nxt[ok]]
+
+    thread_map(nearest_two, list(range(len(spans))))
     a = np.where(second >= 0, np.minimum(first, second), first)
     b = np.where(second >= 0, np.maximum(first, second), -1)
     return a, b
