@@ -929,7 +929,6 @@ class SegmentIndex:
             else np.zeros(0, dtype=np.int64)
         if (n > 1).any():
             # (np.repeat and np.take: the values of fancy indexing, several times faster)
-            rep = np.repeat(np.arange(len(same)), n)
             j = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
             len_r, n_r = np.repeat(seg_len, n), np.repeat(n, n)
             piece = len_r / n_r
@@ -1750,7 +1749,6 @@ def orient_reaches(
             continue
         ends = members[is_end[members]]
         if strategy == "dem":
-            z = elev[ends]
             inland = members[is_inland[members]]
             zi = elev[inland]
             low_inland = inland[np.nanargmin(zi)] if np.isfinite(zi).any() else None

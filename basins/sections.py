@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -1001,14 +1001,11 @@ def sections_from_network(
 _SECOND_THREAD_MAX_REACHES = 50_000
 
 
-class _now:
-    """``fn(*args)`` run at once, with a future's ``result()``."""
-
-    def __init__(self, fn, *args) -> None:
-        self._value = fn(*args)
-
-    def result(self):
-        return self._value
+def _now(fn, *args) -> Future:
+    """``fn(*args)`` run at once, as a finished future (the one-thread path)."""
+    done: Future = Future()
+    done.set_result(fn(*args))
+    return done
 
 
 def _sections_of_chains(chains, net, cty_used, pc_arrays, crs):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 
 import geopandas as gpd
-import pandas as pd
 import pytest
 import shapely
 from hypothesis import HealthCheck, Phase, assume, given, settings, strategies as hst
