@@ -411,13 +411,16 @@ def reaches_from_rivers(
     # at 300k and 1M synthetic reaches)
     shore_idx = np.flatnonzero(shore)
     idx = np.flatnonzero(alive)
+    # the lines' segment index serves both: the near-duplicate search, and the test
+    # whether a derived centre line is already in the river layer
+    dup_index = _duplicate_index(g[idx], settings) if len(shore_idx) and len(idx) else None
 
     def centre_lines():
         return _centrelines(wgeoms, wcopy, water, parts.iloc[shore_idx], g[alive], crs, settings,
-                            touching)
+                            touching, dup_index)
 
     def duplicates():
-        return _near_duplicates(g[idx], parts.reach_id.to_numpy()[idx], settings)
+        return _near_duplicates(g[idx], parts.reach_id.to_numpy()[idx], settings, dup_index)
 
     if len(shore_idx):
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -744,12 +747,15 @@ def union_of_polygons(geoms: np.ndarray) -> np.ndarray:
     return out[np.lexsort((shapely.area(out), b[:, 3], b[:, 2], b[:, 1], b[:, 0]))]
 
 
-def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings, touching=None):
+def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings, touching=None,
+                 kept_index=None):
     """Centre lines of double-line rivers whose banks came as shore lines.
 
     ``geoms`` are the water polygons of ``water`` in ``crs``, repaired;
     ``copy_of`` is :func:`first_copies` of them (copies only get their QA rows);
-    ``touching``: :func:`_touching` of the non-empty first copies, if worked out.
+    ``touching``: :func:`_touching` of the non-empty first copies, if worked out;
+    ``kept_index``: a :class:`SegmentIndex` of ``kept_geoms``, if built (any
+    segment length: the distance tests on it are exact).
     Returns the centre lines and one QA row per water polygon.
     """
     empty = gpd.GeoDataFrame(columns=["reach_id", "river", "source", "source_row", "geometry"],
@@ -777,8 +783,8 @@ def _centrelines(geoms, copy_of, water, shores, kept_geoms, crs, settings, touch
                         np.unique(lab[near_w]).tolist())
     merged = np.concatenate(merged) if merged else np.array([], dtype=object)
     shapely.prepare(merged)
-    kept_tree = SegmentIndex(kept_geoms, settings.duplicate_tolerance_m) \
-        if len(kept_geoms) else None
+    kept_tree = kept_index if kept_index is not None else \
+        SegmentIndex(kept_geoms, settings.duplicate_tolerance_m) if len(kept_geoms) else None
     part_of = {}
     # medial axes first, on both cores (Qhull and GEOS release the GIL); the order
     # of the results is the order of the polygons, so the output does not change
@@ -917,7 +923,8 @@ class SegmentIndex:
         d = b - a
         seg_len = np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])
         keep = seg_len > 0  # repeated points give no segment
-        same, a, b, d, seg_len = same[keep], a[keep], b[keep], d[keep], seg_len[keep]
+        if not keep.all():  # (rare: a repeated point)
+            same, a, b, d, seg_len = same[keep], a[keep], b[keep], d[keep], seg_len[keep]
         self._seg_hash = self._seg_four = None
         if keep_segments:  # one segment per hash (the first): see lines_on_segments
             h, four = _segment_keys(a, b)
@@ -937,8 +944,7 @@ class SegmentIndex:
             a_r, d_r = np.repeat(a, n, axis=0), np.repeat(d, n, axis=0)
             self.a = a_r + d_r * f0[:, None]
             self.b = a_r + d_r * f1[:, None]
-            last = j + 1 == n_r
-            self.b[last] = np.repeat(b, n, axis=0)[last]  # the original vertex, exactly
+            self.b[np.cumsum(n) - 1] = b  # each segment's last piece ends on its vertex, exactly
             same = np.repeat(same, n)
         else:
             self.a, self.b = a, b
@@ -1127,7 +1133,33 @@ _DUP_CHUNK_PAIRS = 4_000_000
 _DUP_PRETEST = True
 
 
-def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> dict[int, str]:
+def _duplicate_tolerance(lengths: np.ndarray, settings: st.Settings) -> float:
+    """The near-duplicate tolerance for lines of these lengths (see :func:`_near_duplicates`)."""
+    return min(settings.duplicate_tolerance_m,
+               settings.duplicate_median_fraction * float(np.median(lengths)))
+
+
+def _duplicate_index(g: np.ndarray, settings: st.Settings,
+                     along: LinePoints | None = None) -> SegmentIndex:
+    """The :class:`SegmentIndex` of lines that :func:`_near_duplicates` searches.
+
+    Segments of 2 tol: fewer to index than short ones, and about as few candidates
+    per query (the radius grows to 2 tol, the segments per area fall by four). Not
+    shorter than the lines' own median segment: cutting segments finer than the
+    network is drawn only multiplies them (a fine network's tolerance is a quarter
+    of its reaches; at 100k dense reaches 660k -> 260k segments, the search ~0.2 s
+    faster; nationally the 1,500 m tolerance decides). ``along``: the lines'
+    :class:`LinePoints`, if made.
+    """
+    along = along if along is not None else LinePoints(g)
+    coords, ci = along.coords, along.ci
+    seg = np.hypot(*np.diff(coords, axis=0).T)[ci[1:] == ci[:-1]]
+    tol = _duplicate_tolerance(shapely.length(g), settings) if len(g) else 0.0
+    return SegmentIndex(g, max(2 * tol, float(np.median(seg)) if len(seg) else 0.0))
+
+
+def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings,
+                     index: SegmentIndex | None = None) -> dict[int, str]:
     """Lines covered by longer lines within the duplicate tolerance, both ends included.
 
     The tolerance is ``duplicate_tolerance_m``, but never more than
@@ -1140,24 +1172,15 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings) -> d
     A line that other lines hang on is not dropped (:func:`_needed_duplicates`):
     tributaries meeting at a narrow angle look like copies of each other. When
     such a line's covering line is a copy of it, the copy is dropped instead
-    (:func:`_copies_of_spared`).
+    (:func:`_copies_of_spared`). ``index``: :func:`_duplicate_index` of ``g``, if built.
     """
     if len(g) < 2:
         return {}
     lengths = shapely.length(g)
-    tol = min(settings.duplicate_tolerance_m,
-              settings.duplicate_median_fraction * float(np.median(lengths)))
+    tol = _duplicate_tolerance(lengths, settings)
     snap = min(settings.snap_tolerance_m, tol)
-    # segments of 2 tol: fewer to index than short ones, and about as few candidates
-    # per query (the radius grows to 2 tol, the segments per area fall by four).
-    # Not shorter than the lines' own median segment: cutting segments finer than
-    # the network is drawn only multiplies them (a fine network's tolerance is a
-    # quarter of its reaches; at 100k dense reaches 660k -> 260k segments, the
-    # search ~0.2 s faster; nationally the 1,500 m tolerance decides)
     along = LinePoints(g)  # (samples are computed only where tested, in three calls)
-    coords, ci = along.coords, along.ci
-    seg = np.hypot(*np.diff(coords, axis=0).T)[ci[1:] == ci[:-1]]
-    index = SegmentIndex(g, max(2 * tol, float(np.median(seg)) if len(seg) else 0.0))
+    index = index if index is not None else _duplicate_index(g, settings, along)
     n = np.int64(len(g))
     # rank: longer first, ties by id so the result is deterministic (a copy that
     # outranks the line the network hangs on is swapped for it at the end)

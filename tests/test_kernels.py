@@ -92,6 +92,41 @@ def test_segment_index_pairs_on_two_threads_equal_one(monkeypatch):
     assert key(one) == key(two)
 
 
+@hsettings(max_examples=30, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), max_len=hs.floats(20, 3000))
+def test_segment_index_pieces_end_on_the_vertices(seed, max_len):
+    # a long segment is cut into equal pieces: the first starts on its first vertex
+    # and the last ends on its second, exactly (no rounding), and a repeated vertex
+    # gives no segment
+    rng = np.random.default_rng(seed)
+    lines = list(_random_lines(rng, int(rng.integers(1, 6))))
+    xy = shapely.get_coordinates(lines[0])
+    lines[0] = shapely.linestrings(np.insert(xy, 1, xy[1], axis=0))  # a repeated vertex
+    idx = SegmentIndex(np.array(lines, dtype=object), max_len)
+    ends_a = {tuple(p) for p in idx.a.tolist()}
+    ends_b = {tuple(p) for p in idx.b.tolist()}
+    for line in lines:
+        c = shapely.get_coordinates(shapely.remove_repeated_points(line))
+        assert {tuple(p) for p in c[:-1].tolist()} <= ends_a
+        assert {tuple(p) for p in c[1:].tolist()} <= ends_b
+    assert (idx.length > 0).all()
+    assert idx.length.max() <= max_len * (1 + 1e-9)
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(50, 3000), cut=hs.floats(0.2, 4))
+def test_cover_share_is_the_same_whatever_the_index_segments(seed, tol, cut):
+    # one index may serve searches of other tolerances (discovery shares the
+    # near-duplicate index with the centre-line test): distances are exact
+    import basins.network as network
+    rng = np.random.default_rng(seed)
+    targets = _random_lines(rng, int(rng.integers(1, 8)))
+    lines = _random_lines(rng, int(rng.integers(1, 8)))
+    want = network._cover_share(lines, SegmentIndex(targets, tol), tol, 200.0)
+    got = network._cover_share(lines, SegmentIndex(targets, tol * cut), tol, 200.0)
+    assert np.array_equal(want, got)
+
+
 def test_segment_index_does_not_join_parts():
     # two parts far apart: no segment may run between them
     mls = shapely.multilinestrings([[(0, 0), (10, 0)], [(1000, 0), (1010, 0)]])
