@@ -19,7 +19,7 @@ import shapely
 
 from . import settings as st
 from .network import orient_reaches, reaches_from_rivers
-from .read import Dem, analysis_crs_for
+from .read import Dem, analysis_crs_for, project_gdf
 from .sections import Discovery, county_outlines_for, sections_from_network
 
 
@@ -85,14 +85,14 @@ def _cycle_collector_paused():
 
 def _discover(rivers, counties, water, dem, outlets, orientation, settings, say) -> Discovery:
     crs = analysis_crs_for(counties, rivers)
-    # project each layer once: the stages skip ``to_crs`` when the CRS already matches.
+    # project each layer once: the stages skip projecting a layer already in the CRS.
     # Counties are needed from orientation on: they are projected, and their outlines
     # cut for labelling, on a second thread while the rivers are cleaned (PROJ and
     # GEOS release the GIL; ~0.6 s of work nationally, ~0.3 s net, as the cleaning
     # slows while it shares the cores).
     with ThreadPoolExecutor(max_workers=1) as pool:
         ready = pool.submit(_counties_ready, counties, crs, settings)
-        water = water.to_crs(crs) if water is not None else None
+        water = project_gdf(water, crs) if water is not None else None
         say("cleaning and noding reaches")
         reaches, qa = reaches_from_rivers(rivers, crs, water, settings)
         counties, outlines = ready.result()
@@ -104,7 +104,7 @@ def _discover(rivers, counties, water, dem, outlets, orientation, settings, say)
 
 def _counties_ready(counties: gpd.GeoDataFrame, crs: str, settings: st.Settings):
     """Counties in the analysis CRS, prepared for point tests, and their outlines."""
-    projected = counties.to_crs(crs)
+    projected = project_gdf(counties, crs)
     shapely.prepare(np.asarray(projected.geometry.array, dtype=object))
     return projected, county_outlines_for(projected, settings)
 

@@ -44,7 +44,7 @@ from scipy.sparse import csgraph
 from scipy.spatial import Delaunay, QhullError, cKDTree
 
 from . import settings as st
-from .read import BasinsInputError, Dem, LINE_TYPES
+from .read import BasinsInputError, Dem, LINE_TYPES, project_gdf
 
 QA_COLUMNS = ["layer", "feature_id", "source", "source_row", "status", "reason"]
 
@@ -320,7 +320,7 @@ def reaches_from_rivers(
         of another line), ``excluded`` (not a usable flow line), with ``reason``.
     """
     source = rivers.attrs.get("source", "rivers")
-    r = rivers.to_crs(crs)
+    r = project_gdf(rivers, crs)
     qa: dict[int, dict] = {}
     geoms = _arr(r)
     type_names = np.array(["Point", "LineString", "LinearRing", "Polygon", "MultiPoint",
@@ -383,7 +383,7 @@ def reaches_from_rivers(
     # shore lines along water polygon outlines
     # water polygons in the analysis CRS, repaired once for the shore test, the
     # centre lines and the links
-    wgeoms = shapely.make_valid(_arr(water.to_crs(crs))) if water is not None and len(water) \
+    wgeoms = shapely.make_valid(_arr(project_gdf(water, crs))) if water is not None and len(water) \
         else None
     # the two NGCC polygon layers repeat ~40% of the polygons exactly: geometric
     # work (shore test, unions, links) uses one copy, QA still names every polygon
@@ -436,7 +436,7 @@ def reaches_from_rivers(
         alive[idx[j]] = False
     kept = parts[alive].reset_index(drop=True)
     if len(extra):
-        kept = pd.concat([kept, extra.to_crs(crs)], ignore_index=True)
+        kept = pd.concat([kept, project_gdf(extra, crs)], ignore_index=True)
         kept = pd.concat([kept, _connectors(kept, extra, settings)], ignore_index=True)
         kept = gpd.GeoDataFrame(kept, geometry="geometry", crs=crs)
     kept = _node(kept, settings)
@@ -1719,7 +1719,7 @@ def orient_reaches(
     terminal = deg == 1
     end_kind = np.array([""] * len(nodes), dtype=object)
     t_idx = np.flatnonzero(terminal)
-    at_edge = _edge_ends(xy[t_idx], counties.to_crs(crs), settings.edge_tolerance_m)
+    at_edge = _edge_ends(xy[t_idx], project_gdf(counties, crs), settings.edge_tolerance_m)
     end_kind[t_idx] = np.where(at_edge, "edge", "inland")
     virtual = reaches["virtual"].to_numpy(bool) if "virtual" in reaches else \
         np.zeros(len(reaches), bool)
@@ -1730,7 +1730,7 @@ def orient_reaches(
     if water is not None and len(water):
         # (not repaired: a distance is the same to an invalid polygon, and GEOS
         # computes it without complaint; make_valid here cost ~40 ms nationally)
-        lakes = _arr(water.to_crs(crs))
+        lakes = _arr(project_gdf(water, crs))
         lakes = lakes[~(shapely.is_missing(lakes) | shapely.is_empty(lakes))]
         inl = t_idx[~at_edge]
         if len(inl) and len(lakes):
@@ -1739,7 +1739,7 @@ def orient_reaches(
             end_kind[inl[np.unique(hit)]] = "lake"
     elev = np.full(len(nodes), np.nan)
     if dem is not None:
-        lonlat = gpd.GeoSeries(shapely.points(xy), crs=crs).to_crs(st.OUTPUT_CRS)
+        lonlat = project_gdf(gpd.GeoSeries(shapely.points(xy), crs=crs), st.OUTPUT_CRS)
         elev = dem.sample(lonlat.x.to_numpy(), lonlat.y.to_numpy())
     n = len(nodes)
     adj = sparse.coo_matrix(
@@ -1756,7 +1756,7 @@ def orient_reaches(
     comp_flag = np.array([""] * ncomp, dtype=object)
     user_out = np.zeros(n, bool)
     if outlets is not None and len(outlets):
-        opts = shapely.get_coordinates(_arr(outlets.to_crs(crs)))
+        opts = shapely.get_coordinates(_arr(project_gdf(outlets, crs)))
         d, k = cKDTree(xy).query(opts)
         user_out[k[d <= settings.outlet_snap_m]] = True
     is_end = np.isin(end_kind, ("edge", "lake"))

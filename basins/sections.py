@@ -40,6 +40,7 @@ from scipy.spatial import cKDTree
 
 from . import settings as st
 from . import network as _network
+from .read import project_gdf
 from .network import (QA_COLUMNS, OrientedNetwork, column_bounds, kdtree, line_ends,
                       point_segment_distance, points_in_polygons, reaches_from_graph,
                       polygons_contain_xy, sample_lines, thread_map)
@@ -967,7 +968,7 @@ def sections_from_network(
     Discovery
     """
     crs = net.crs
-    cty = counties.to_crs(crs).reset_index(drop=True)
+    cty = project_gdf(counties, crs).reset_index(drop=True)
     usable = _usable(cty)
     cty_used = cty[usable].reset_index(drop=True)
     pc_arrays = (cty_used.province.to_numpy(), cty_used.city.to_numpy())
@@ -982,7 +983,7 @@ def sections_from_network(
     two = len(net.edges) <= _SECOND_THREAD_MAX_REACHES
     with ThreadPoolExecutor(max_workers=1) if two else nullcontext() as pool:
         later = pool.submit if two else _now
-        reaches = later(net.edges.to_crs, st.OUTPUT_CRS)
+        reaches = later(project_gdf, net.edges, st.OUTPUT_CRS)
         chains = chains_from_reaches(net.edges)
         _runs_for_chains(chains, cg, settings, outlines)
         _smooth_network(chains, settings)
@@ -1088,7 +1089,7 @@ def _sections_frame(rows, cty, crs) -> gpd.GeoDataFrame:
         empty = gpd.GeoDataFrame(columns=SECTION_COLUMNS + ["_rowid_sid"], geometry="geometry",
                                  crs=st.OUTPUT_CRS)
         return empty
-    pts = gpd.GeoSeries([r["geometry"] for r in rows], crs=crs).to_crs(st.OUTPUT_CRS)
+    pts = project_gdf(gpd.GeoSeries([r["geometry"] for r in rows], crs=crs), st.OUTPUT_CRS)
     # plain lists and one coordinate array: per-row numpy indexing and Point
     # attribute access cost more than the rest of the row
     ids, names, city, prov = (cty[c].to_numpy().tolist()
@@ -1198,7 +1199,7 @@ def _boundary_frame(chains: list[Chain], cty, crs) -> gpd.GeoDataFrame:
                      "level", "length_km", "shares", "geometry"], geometry="geometry",
             crs=st.OUTPUT_CRS)
     gdf = gpd.GeoDataFrame(recs, geometry=gpd.GeoSeries(geoms, crs=crs).values, crs=crs)
-    gdf = gdf.to_crs(st.OUTPUT_CRS)
+    gdf = project_gdf(gdf, st.OUTPUT_CRS)
     rep = gdf.geometry.representative_point()
     gdf.insert(0, "stretch_id", [
         "B" + hashlib.sha1(f"{r}|{l}|{rt}|{p.x:.3f}|{p.y:.3f}".encode()).hexdigest()[:10]
@@ -1317,8 +1318,8 @@ def snap_points_to_sections(
     from .read import analysis_crs_for
 
     crs = crs or analysis_crs_for(points, sections)
-    p = points.to_crs(crs)
-    s = sections.to_crs(crs)
+    p = project_gdf(points, crs)
+    s = project_gdf(sections, crs)
     out = points.copy()
     out["section_id"] = ""
     out["distance_m"] = np.nan

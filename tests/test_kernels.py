@@ -11,6 +11,7 @@ from unittest.mock import patch
 import numpy as np
 import pytest
 import shapely
+import geopandas as gpd
 from hypothesis import given, settings as hsettings, strategies as hs
 from scipy.interpolate import RegularGridInterpolator
 
@@ -995,3 +996,33 @@ def test_split_line_gives_the_substrings_vertex_for_vertex(seed, n_cuts, on_vert
     for g, w in zip(got, want):
         if w.geom_type == "LineString":
             assert np.array_equal(shapely.get_coordinates(g), shapely.get_coordinates(w))
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), to=hs.sampled_from(["EPSG:32650", "EPSG:3857",
+       "+proj=aea +lat_0=30 +lon_0=110 +lat_1=20 +lat_2=40 +datum=WGS84 +units=m +no_defs"]))
+def test_project_gdf_is_to_crs_to_the_bit(seed, to):
+    # every geometry kind, missing and empty ones, a renamed geometry column, a series
+    from geopandas.testing import assert_geodataframe_equal, assert_geoseries_equal
+
+    from basins.read import project_gdf
+    rng = np.random.default_rng(seed)
+    c = rng.uniform([100, 20], [120, 40], (12, 2))
+    box = shapely.box(*c[0], *(c[0] + 0.3))
+    geoms = [None, shapely.Polygon(), shapely.Point(c[1]), shapely.LineString(c[2:5]),
+             shapely.MultiPolygon([box, shapely.box(*c[5], *(c[5] + 0.2)).difference(
+                 shapely.box(*(c[5] + 0.05), *(c[5] + 0.1)))]),
+             shapely.GeometryCollection([shapely.Point(c[6]), shapely.LineString(c[7:9])]),
+             shapely.LinearRing(np.vstack([c[9], c[9] + [0.1, 0], c[9] + [0, 0.1]])),
+             shapely.MultiPoint(c[10:12])]
+    gdf = gpd.GeoDataFrame({"k": np.arange(len(geoms))}, geometry=geoms, crs="EPSG:4326",
+                           index=rng.permutation(len(geoms)) * 3).rename_geometry("geom")
+    want, got = gdf.to_crs(to), project_gdf(gdf, to)
+    assert_geodataframe_equal(want, got)
+    wkb = lambda a: shapely.to_wkb(np.asarray(a.array, dtype=object), hex=True)  # noqa: E731
+    assert (wkb(want.geometry) == wkb(got.geometry)).all()  # (None == None too)
+    s = gdf.geometry.rename("g")
+    assert_geoseries_equal(s.to_crs(to), project_gdf(s, to))
+    assert project_gdf(s, to).name == "g"
+    with pytest.raises(ValueError, match="naive"):  # no CRS: geopandas' own error
+        project_gdf(gdf.set_crs(None, allow_override=True), to)
