@@ -528,13 +528,17 @@ def _transformer(src: CRS, dst: CRS) -> Transformer:
     return Transformer.from_crs(src, dst, always_xy=True)
 
 
+#: coordinates per PROJ call in project_gdf
+_PROJECT_CHUNK = 1 << 18
+
+
 def project_gdf(gdf: gpd.GeoDataFrame | gpd.GeoSeries, to_crs) -> gpd.GeoDataFrame | gpd.GeoSeries:
     """``gdf.to_crs(to_crs)``, the same coordinates to the bit, with fewer copies.
 
     geopandas stacks the transformed columns into a new array and copies that again
-    before it writes the geometries; here PROJ transforms two contiguous columns in
-    place (nationally the counties' 1.57M vertices: ~0.4 -> ~0.3 s, and ~50 MB less
-    memory touched). Layers without a CRS, already in ``to_crs``, or with z
+    before it writes the geometries; here PROJ transforms the coordinates chunk by
+    chunk in place (nationally the counties' 1.57M vertices: ~0.4 -> ~0.3 s, and
+    about half the memory touched). Layers without a CRS, already in ``to_crs``, or with z
     coordinates go through geopandas.
     """
     target = CRS.from_user_input(to_crs)
@@ -543,11 +547,14 @@ def project_gdf(gdf: gpd.GeoDataFrame | gpd.GeoSeries, to_crs) -> gpd.GeoDataFra
     if gdf.crs is None or gdf.crs.is_exact_same(target) or len(g) == 0 or shapely.has_z(g).any():
         return gdf.to_crs(target)
     xy = shapely.get_coordinates(g)
-    x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
-    del xy
-    _transformer(gdf.crs, target).transform(x, y, inplace=True)
-    out = gpd.GeoSeries(shapely.set_coordinates(g.copy(), np.column_stack([x, y])),
-                        index=gdf.index, crs=target, name=gdf.name if series else None)
+    transform = _transformer(gdf.crs, target).transform
+    for a in range(0, len(xy), _PROJECT_CHUNK):  # (columns of a chunk stay in cache)
+        x, y = np.ascontiguousarray(xy[a:a + _PROJECT_CHUNK, 0]), \
+            np.ascontiguousarray(xy[a:a + _PROJECT_CHUNK, 1])
+        transform(x, y, inplace=True)
+        xy[a:a + _PROJECT_CHUNK, 0], xy[a:a + _PROJECT_CHUNK, 1] = x, y
+    out = gpd.GeoSeries(shapely.set_coordinates(g.copy(), xy), index=gdf.index, crs=target,
+                        name=gdf.name if series else None)
     if series:
         return out
     df = gdf.copy()

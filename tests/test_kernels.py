@@ -1017,7 +1017,10 @@ def test_project_gdf_is_to_crs_to_the_bit(seed, to):
              shapely.MultiPoint(c[10:12])]
     gdf = gpd.GeoDataFrame({"k": np.arange(len(geoms))}, geometry=geoms, crs="EPSG:4326",
                            index=rng.permutation(len(geoms)) * 3).rename_geometry("geom")
-    want, got = gdf.to_crs(to), project_gdf(gdf, to)
+    import basins.read as read
+    want = gdf.to_crs(to)
+    with patch.object(read, "_PROJECT_CHUNK", int(rng.integers(1, 6))):  # many chunks
+        got = project_gdf(gdf, to)
     assert_geodataframe_equal(want, got)
     wkb = lambda a: shapely.to_wkb(np.asarray(a.array, dtype=object), hex=True)  # noqa: E731
     assert (wkb(want.geometry) == wkb(got.geometry)).all()  # (None == None too)
