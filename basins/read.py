@@ -584,7 +584,7 @@ def analysis_crs_for(*layers: gpd.GeoDataFrame) -> str:
         if g.crs is not None and not g.crs.equals(st.OUTPUT_CRS) and np.isfinite(b).all():
             # the bounds, not every vertex, are projected (densified edges catch the
             # curvature): projecting a million lines just for their extent costs seconds
-            b = np.array(Transformer.from_crs(g.crs, st.OUTPUT_CRS, always_xy=True)
+            b = np.array(_transformer(g.crs, CRS.from_user_input(st.OUTPUT_CRS))
                          .transform_bounds(*b, densify_pts=101))
         if np.isfinite(b).all():
             bounds.append(b)
@@ -624,7 +624,7 @@ def _own_metric_crs(layers) -> str | None:
     y = np.linspace(b[:, 1].min(), b[:, 3].max(), 5)
     xx, yy = (a.ravel() for a in np.meshgrid(x, y))
     try:
-        lon, lat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True).transform(xx, yy)
+        lon, lat = _transformer(crs, crs.geodetic_crs).transform(xx, yy)
         f = Proj(crs).get_factors(lon, lat)
     except (ProjError, CRSError):  # a CRS pyproj cannot invert or measure: use Albers
         return None

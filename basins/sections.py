@@ -40,10 +40,10 @@ from scipy.spatial import cKDTree
 
 from . import settings as st
 from . import network as _network
-from .read import project_gdf
 from .network import (QA_COLUMNS, OrientedNetwork, column_bounds, kdtree, line_ends,
                       point_segment_distance, points_in_polygons, reaches_from_graph,
                       polygons_contain_xy, sample_lines, thread_map)
+from .read import analysis_crs_for, project_gdf
 
 OUTSIDE = -1
 #: label of samples on virtual links across water bodies (county unknown there)
@@ -1315,8 +1315,6 @@ def snap_points_to_sections(
         The points with ``section_id``, ``distance_m`` and ``status``
         (``matched`` or why nothing matched).
     """
-    from .read import analysis_crs_for
-
     crs = crs or analysis_crs_for(points, sections)
     p = project_gdf(points, crs)
     s = project_gdf(sections, crs)
