@@ -325,18 +325,11 @@ def make_dense_basin(
     main = [g for g in base.rivers.geometry]
     fr = np.linspace(0, 1, link_pieces + 1)
     for g in main:
-        pts = shapely.line_interpolate_point(g, fr, normalized=True)
-        xy = shapely.get_coordinates(pts)
-        # keep the true vertices (the bend at the link midpoint) inside their piece
+        # substrings keep the true vertices (the bend at the link midpoint) in their piece
         for a, b in zip(fr[:-1], fr[1:]):
             geoms.append(shapely.ops.substring(g, a, b, normalized=True))
             names.append("Synthetic river")
-        del xy
     counties = base.counties
-    seeds_xy = {}
-    for cid, parent in base.downstream_county.items():
-        seeds_xy[cid] = None
-    ids = counties.county_id.to_numpy()
     # seed points: ends of the main links
     link_ends = {}
     for g in main:
