@@ -12,6 +12,10 @@ Read and discovery are timed alike, in two ways, and each ratio sets like agains
   touched yet and for one-off set-up (PROJ transformations, GEOS, k-d tree code).
 * warm: the median of ``--repeat`` more reads and discoveries in this process.
 
+It also prints the paired ratios: each process (cold) and each repeat (warm) sets
+its own discovery against the read it made just before, so a drift of the
+machine's speed between runs moves both; their median and range are shown.
+
     python benchmarks/bench_national.py [--repeat N]  # builds the national cache if needed
 """
 
@@ -94,6 +98,14 @@ def main() -> None:
     print(f"  discovery:        {warm_disc:7.2f} s")
     print(f"ratio discovery/read: {cold_disc / cold_read:.1f}x cold, {warm_disc / warm_read:.1f}x "
           "warm (target <= 3x; absolute target <= 5 s)")
+    # each process (cold) and each repeat (warm) times its own read and discovery
+    # back to back: their ratios show how far this machine's drift moves the figure
+    cold_r = sorted(c["discovery"] / c["read"] for c in colds)
+    warm_r = sorted(d / r for r, d in zip(reads, warm))
+    print(f"paired ratios: cold {statistics.median(cold_r):.2f}x median "
+          f"({cold_r[0]:.2f}-{cold_r[-1]:.2f}x over {len(cold_r)} processes), warm "
+          f"{statistics.median(warm_r):.2f}x median ({warm_r[0]:.2f}-{warm_r[-1]:.2f}x over "
+          f"{len(warm_r)} repeats)")
 
 
 if __name__ == "__main__":
