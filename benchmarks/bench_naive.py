@@ -19,7 +19,6 @@ from collections import Counter
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 import shapely
 
 from basins.discover import discover
