@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import shapely
 import geopandas as gpd
-from hypothesis import given, settings as hsettings, strategies as hs
+from hypothesis import example, given, settings as hsettings, strategies as hs
 from scipy.interpolate import RegularGridInterpolator
 
 from basins.network import SegmentIndex, _medial_path, simplified_line, union_of_polygons
@@ -207,6 +207,7 @@ def test_lines_on_segments_needs_kept_segments():
 
 @hsettings(max_examples=60, deadline=None)
 @given(seed=hs.integers(0, 2**32 - 1), n=hs.integers(1, 12), fallback=hs.booleans())
+@example(seed=15382208, n=10, fallback=True)  # the two algorithms' crossing points differ
 def test_union_of_polygons_is_the_union_in_a_fixed_order(seed, n, fallback):
     # overlapping, touching and disjoint boxes, discs and multipolygons, with a line
     # and a point among them (dropped); the buffer-by-0 path and the union_all
@@ -240,8 +241,12 @@ def test_union_of_polygons_is_the_union_in_a_fixed_order(seed, n, fallback):
     assert (shapely.get_type_id(got) == 3).all()
     assert shapely.symmetric_difference(shapely.multipolygons(got), want).area < 1e-6
     assert len(got) == len(shapely.get_parts(want))
+    # the buffer path on shuffled input: the same polygons in the same places. Not
+    # equal to the bit: where two outlines cross, GEOS's buffer and union_all may
+    # compute the crossing point a few ulps apart (seed 15382208, n=10: 1.5e-11 m2)
     again = union_of_polygons(geoms[rng.permutation(len(geoms))])
-    assert len(again) == len(got) and all(shapely.equals(a, b) for a, b in zip(again, got))
+    assert len(again) == len(got)
+    assert (shapely.area(shapely.symmetric_difference(again, got)) < 1e-6).all()
     assert (np.diff(shapely.bounds(got)[:, 0]) >= 0).all()
 
 
