@@ -15,7 +15,8 @@ import geopandas as gpd
 from hypothesis import example, given, settings as hsettings, strategies as hs
 from scipy.interpolate import RegularGridInterpolator
 
-from basins.network import SegmentIndex, _medial_path, simplified_line, union_of_polygons
+from basins.network import (SegmentIndex, _medial_path, predecessor_chain, simplified_line,
+                            union_of_polygons)
 from basins.read import Dem
 from basins.sections import (CountyOutlines, _contested, _distances_to_counties, _label_samples,
                              _side_votes)
@@ -305,6 +306,26 @@ def test_medial_path_of_a_strip_is_its_centre_line():
     mid = (xy[:, 0] > 1000) & (xy[:, 0] < 19_000)
     assert np.allclose(xy[mid, 1], 400.0, atol=1.0)
     assert path.length > 18_500
+
+
+@hsettings(max_examples=80, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), n=hs.integers(1, 300))
+def test_predecessor_chain_is_the_walk_back_to_the_root(seed, n):
+    # a random weighted graph's shortest-path tree, as the medial axis builds it:
+    # the doubling walk gives the node-by-node walk, for every node reached
+    from scipy import sparse
+    from scipy.sparse import csgraph
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(0, 3 * n + 1))
+    i, j = rng.integers(0, n, m), rng.integers(0, n, m)
+    adj = sparse.coo_matrix((rng.uniform(0.1, 5.0, m), (i, j)), shape=(n, n)).tocsr()
+    a = int(rng.integers(0, n))
+    d, pred = csgraph.dijkstra(adj, directed=False, indices=a, return_predecessors=True)
+    for z in np.flatnonzero(np.isfinite(d)).tolist():
+        walk = [z]
+        while walk[-1] != a:
+            walk.append(int(pred[walk[-1]]))
+        assert predecessor_chain(pred, z, a).tolist() == walk
 
 
 @hsettings(max_examples=60, deadline=None)
