@@ -154,6 +154,29 @@ def column_bounds(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             np.array([xy[:, 0].max(), xy[:, 1].max()]))
 
 
+def first_of_groups(key: np.ndarray, d: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """For each distinct ``key`` (ascending), its row with the smallest ``d``, then
+    the smallest ``at``, then the first.
+
+    The rows ``np.lexsort((at, d, key))`` puts first in each key's group, from one
+    stable sort of the integer keys and two minima per group (``reduceat``): ~3x
+    faster than sorting the two float columns too (nationally 144k near-duplicate
+    pairs: 42 -> 13 ms).
+    """
+    o = np.argsort(key, kind="stable")
+    ks = key[o]
+    if len(ks) == 0:
+        return o
+    start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    count = np.diff(np.r_[start, len(ks)])
+    ds = d[o]
+    cand = ds == np.repeat(np.minimum.reduceat(ds, start), count)
+    ats = np.where(cand, at[o], np.inf)
+    hit = np.flatnonzero(cand & (ats == np.repeat(np.minimum.reduceat(ats, start), count)))
+    group = np.repeat(np.arange(len(start)), count)[hit]
+    return o[hit[np.r_[True, group[1:] != group[:-1]]]]
+
+
 def line_ends(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """First and last coordinates of each LineString, as two (n, 2) arrays.
 
@@ -1272,9 +1295,7 @@ def _near_duplicates(g: np.ndarray, ids: np.ndarray, settings: st.Settings,
         # the nearest point of each other line to each sample (its nearest segment;
         # of two as near, as at a vertex they share, the one earlier along the line,
         # so the order the pairs come in does not matter)
-        pk = pi * n + gj
-        o = np.lexsort((at, d, pk))
-        first = o[np.r_[True, pk[o][1:] != pk[o][:-1]]]
+        first = first_of_groups(pi * n + gj, d, at)
         pi, gj, own, at = pi[first], gj[first], own[first], at[first]
         # a duplicate runs alongside the other line: the nearest points on the other
         # line move along with it. A line that merely continues or joins the other (a

@@ -40,8 +40,8 @@ from scipy.spatial import cKDTree
 
 from . import settings as st
 from . import network as _network
-from .network import (QA_COLUMNS, OrientedNetwork, column_bounds, kdtree, line_ends,
-                      point_segment_distance, points_in_polygons, reaches_from_graph,
+from .network import (QA_COLUMNS, OrientedNetwork, column_bounds, first_of_groups, kdtree,
+                      line_ends, point_segment_distance, points_in_polygons, reaches_from_graph,
                       polygons_contain_xy, sample_lines, thread_map)
 from .read import analysis_crs_for, project_gdf
 
@@ -515,14 +515,15 @@ def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float,
         d = np.minimum.reduceat(d, starts)
         key = key[starts]
         pi, ci = key // nc, key % nc
-        order = np.lexsort((ci, d, pi))
-        pi, ci = pi[order], ci[order]
-        starts = np.flatnonzero(np.r_[True, pi[1:] != pi[:-1]])
-        first[pi[starts]] = ci[starts]
-        nxt = starts + 1
-        ok = (nxt < len(pi))
-        ok[ok] = pi[nxt[ok]] == pi[starts[ok]]
-        second[pi[starts[ok]]] = ci[nxt[ok]]
+        # each point's nearest county, then the next nearest (ties: the lower index),
+        # as np.lexsort((ci, d, pi)) would order them, without sorting the distances
+        one = first_of_groups(pi, d, ci)
+        first[pi[one]] = ci[one]
+        rest = np.ones(len(pi), bool)
+        rest[one] = False
+        pi, ci, d = pi[rest], ci[rest], d[rest]
+        two = first_of_groups(pi, d, ci)
+        second[pi[two]] = ci[two]
 
     thread_map(nearest_two, list(range(len(spans))))
     a = np.where(second >= 0, np.minimum(first, second), first)

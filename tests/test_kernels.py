@@ -15,8 +15,8 @@ import geopandas as gpd
 from hypothesis import example, given, settings as hsettings, strategies as hs
 from scipy.interpolate import RegularGridInterpolator
 
-from basins.network import (SegmentIndex, _medial_path, predecessor_chain, simplified_line,
-                            union_of_polygons)
+from basins.network import (SegmentIndex, _medial_path, first_of_groups, predecessor_chain,
+                            simplified_line, union_of_polygons)
 from basins.read import Dem
 from basins.sections import (CountyOutlines, _contested, _distances_to_counties, _label_samples,
                              _side_votes)
@@ -306,6 +306,19 @@ def test_medial_path_of_a_strip_is_its_centre_line():
     mid = (xy[:, 0] > 1000) & (xy[:, 0] < 19_000)
     assert np.allclose(xy[mid, 1], 400.0, atol=1.0)
     assert path.length > 18_500
+
+
+@hsettings(max_examples=80, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), n=hs.integers(0, 400), levels=hs.integers(1, 6))
+def test_first_of_groups_is_what_lexsort_puts_first(seed, n, levels):
+    # few distinct values: ties in d, and in d and at together, are common
+    rng = np.random.default_rng(seed)
+    key = rng.integers(0, max(n // 3, 1), n).astype(np.int64) * 7919
+    d = rng.integers(0, levels, n).astype(float) * 0.5
+    at = rng.integers(0, levels, n).astype(float) * 0.25
+    o = np.lexsort((at, d, key))
+    want = o[np.r_[True, key[o][1:] != key[o][:-1]]] if n else o
+    assert first_of_groups(key, d, at).tolist() == want.tolist()
 
 
 @hsettings(max_examples=80, deadline=None)
