@@ -161,7 +161,8 @@ def first_of_groups(key: np.ndarray, d: np.ndarray, at: np.ndarray) -> np.ndarra
     The rows ``np.lexsort((at, d, key))`` puts first in each key's group, from one
     stable sort of the integer keys and two minima per group (``reduceat``): ~3x
     faster than sorting the two float columns too (nationally 144k near-duplicate
-    pairs: 42 -> 13 ms).
+    pairs: 42 -> 13 ms). ``d`` and ``at`` hold no NaN (a group of NaN distances
+    would give no row; the callers' pairs are all within a tolerance).
     """
     o = np.argsort(key, kind="stable")
     ks = key[o]
@@ -746,8 +747,8 @@ def predecessor_chain(pred: np.ndarray, z: int, a: int) -> np.ndarray:
     ``csgraph.dijkstra(..., return_predecessors=True)``), ``z`` a node reached from
     ``a``. Pointer doubling in numpy: the chain is extended by its own length with
     the predecessor applied ``2**k`` times, so a chain of L nodes takes ~log2(L)
-    gathers over the array, not L Python steps (nationally the longest medial path
-    has ~10k nodes; the Python walk held the GIL ~0.05 s).
+    gathers over the array, not L Python steps (nationally 58k nodes over the 63
+    medial paths, the longest 10.7k; the Python walk held the GIL ~0.05 s).
     """
     jump = np.asarray(pred, dtype=np.int64).copy()
     jump[jump < 0] = a  # the root (and nodes not reached) lead to the root, and stay
