@@ -96,10 +96,24 @@ def _discover(rivers, counties, water, dem, outlets, orientation, settings, say)
         say("cleaning and noding reaches")
         reaches, qa = reaches_from_rivers(rivers, crs, water, settings)
         counties, outlines = ready.result()
-    say("orienting the flow graph")
-    net = orient_reaches(reaches, counties, orientation, dem, outlets, settings, water)
+        # the outline segments near the reaches, for labelling the samples along
+        # them: on the second thread while the flow graph is oriented (orientation
+        # only reverses lines; ~0.06 s nationally, else at the start of labelling).
+        # Large networks are sampled all over their counties: the segments are most
+        # of the outlines and take longer than orienting (synthetic dense networks:
+        # no change from 3k to 100k reaches; 300k 7.0 -> 7.5 s, 1M +2% peak memory)
+        ahead = len(reaches) <= _AHEAD_MAX_REACHES
+        near = pool.submit(outlines.near_lines, np.asarray(reaches.geometry.array, dtype=object),
+                           settings.boundary_tolerance_m) if ahead else None
+        say("orienting the flow graph")
+        net = orient_reaches(reaches, counties, orientation, dem, outlets, settings, water)
+        near = near.result() if near is not None else None
     say("discovering sections")
-    return sections_from_network(net, counties, settings, qa, outlines)
+    return sections_from_network(net, counties, settings, qa, outlines, near)
+
+
+#: outline segments are found ahead of labelling for networks up to this many reaches
+_AHEAD_MAX_REACHES = 50_000
 
 
 def _counties_ready(counties: gpd.GeoDataFrame, crs: str, settings: st.Settings):

@@ -374,12 +374,28 @@ class CountyOutlines:
         start, end, owner
             Coordinates of the segments' ends, and the index of their county.
         """
-        coords, same = self.coords, self.first
-        if len(xy) == 0 or len(same) == 0:
+        if len(xy) == 0 or len(self.first) == 0:
             return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, dtype=int)
-        lo, cell, (nx, ny), vkey = self._grid_for(tol)
-        k = max(int(np.ceil((float(tol) + self.max_len) / cell)), 1)
-        pc = np.floor((xy - lo) / cell).astype(np.int64)
+        return self._segments_near_cells(self._cells(xy, tol), self._reach_cells(tol))
+
+    def _reach_cells(self, tol: float) -> int:
+        """``k``: how many cells of the grid span ``tol + max_len``."""
+        cell = self._grid_for(tol)[1]
+        return max(int(np.ceil((float(tol) + self.max_len) / cell)), 1)
+
+    def _cells(self, xy: np.ndarray, tol: float) -> np.ndarray:
+        """The grid cell (column, row) of each point, in the grid laid out for ``tol``."""
+        lo, cell = self._grid_for(tol)[:2]
+        return np.floor((xy - lo) / cell).astype(np.int64)
+
+    def _cell_set(self, pc: np.ndarray, k: int):
+        """Membership of the grid's cells within ``k`` cells of the cells ``pc``: a
+        function from cell numbers to booleans (only cells of the grid count)."""
+        nx, ny = self._grid[2]
+        # points along lines come many to a cell: repeats of the cell before are
+        # dropped (nationally 67k line vertices -> 5k cells)
+        if len(pc) > 1:
+            pc = pc[np.r_[True, (pc[1:, 0] != pc[:-1, 0]) | (pc[1:, 1] != pc[:-1, 1])]]
         keys = []
         for dx in range(-k, k + 1):
             for dy in range(-k, k + 1):
@@ -390,12 +406,72 @@ class CountyOutlines:
             near = np.zeros(nx * ny, bool)
             for key in keys:
                 near[key] = True
-            vhit = near[vkey]
-        else:  # a huge sparse extent: look cells up by sorting instead
-            vhit = np.isin(vkey, np.unique(np.concatenate(keys)))
+            return lambda key: near[key]
+        # a huge sparse extent: look cells up by sorting instead
+        wanted = np.unique(np.concatenate(keys))
+        return lambda key: np.isin(key, wanted)
+
+    def _segments_near_cells(self, pc: np.ndarray, k: int):
+        """The segments with an end within ``k`` cells of the cells ``pc`` (see :meth:`near`)."""
+        coords, same = self.coords, self.first
+        vhit = self._cell_set(pc, k)(self._grid[3])
         keep = np.flatnonzero(vhit[same] | vhit[same + 1])
         same = same[keep]
         return np.take(coords, same, axis=0), np.take(coords, same + 1, axis=0), self.owner[keep]
+
+    def near_lines(self, lines: np.ndarray, tol: float) -> "NearOutlines":
+        """The segments :meth:`near` gives for any points on ``lines``, found before the points.
+
+        A superset: the segments near every grid cell the lines pass through and
+        the cells next to those (a point on a line densified to one cell per
+        segment lies within half a cell of a vertex, so in a cell next to that
+        vertex's). With their midpoints' k-d tree. :func:`_label_samples` checks
+        that its points lie in those cells before it uses them.
+        """
+        _lo, cell, (nx, ny), _vkey = self._grid_for(tol)
+        z = np.zeros((0, 2))
+        lines = np.asarray(lines, dtype=object)
+        if len(self.first) == 0 or len(lines) == 0:
+            return NearOutlines(self, float(tol), lambda key: np.zeros(len(key), bool), z, z,
+                                np.zeros(0, dtype=int), None)
+        # (vertices off the grid count in the grid's nearest cell, as in :meth:`serves`)
+        pc = np.clip(self._cells(shapely.get_coordinates(shapely.segmentize(lines, cell)), tol),
+                     0, [nx - 1, ny - 1])
+        sa, sb, owner = self._segments_near_cells(pc, self._reach_cells(tol) + 1)
+        tree = kdtree((sa + sb) / 2) if len(sa) else None
+        return NearOutlines(self, float(tol), self._cell_set(pc, 1), sa, sb, owner, tree)
+
+
+@dataclass(frozen=True)
+class NearOutlines:
+    """Outline segments near some lines (:meth:`CountyOutlines.near_lines`).
+
+    Nationally, finding them and their k-d tree takes ~0.06 s, which
+    :func:`basins.discover.discover` spends on the second core while the flow
+    graph is oriented rather than at the start of labelling.
+    """
+
+    #: the outlines they were found among (their grid numbers the cells)
+    outlines: CountyOutlines
+    #: the search distance they were found for
+    tol: float
+    #: cell numbers -> whether a point in that cell is served (see :meth:`serves`)
+    covered: Callable[[np.ndarray], np.ndarray]
+    start: np.ndarray
+    end: np.ndarray
+    owner: np.ndarray
+    #: k-d tree of the segments' midpoints (None when there are none)
+    tree: cKDTree | None
+
+    def serves(self, outlines: CountyOutlines, xy: np.ndarray, tol: float) -> bool:
+        """Whether these segments include :meth:`CountyOutlines.near` ``(xy, tol)``: whether
+        every point lies in a covered cell (a point off the grid: in the grid's
+        cell nearest to it, whose neighbours include every grid cell near it)."""
+        if outlines is not self.outlines or float(tol) != self.tol or len(outlines.first) == 0:
+            return False
+        nx, ny = outlines._grid_for(tol)[2]
+        pc = np.clip(outlines._cells(xy, tol), 0, [nx - 1, ny - 1])
+        return bool(self.covered(pc[:, 0] * ny + pc[:, 1]).all())
 
 
 def _candidate_pairs(xy: np.ndarray, sa: np.ndarray, sb: np.ndarray, tol: float,
@@ -428,7 +504,7 @@ def county_outlines_for(counties: gpd.GeoDataFrame,
 
 def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float,
                    outlines: CountyOutlines | None = None, line: np.ndarray | None = None,
-                   step: float | None = None):
+                   step: float | None = None, near: NearOutlines | None = None):
     """Nearest and second-nearest county within ``tol`` of each point (-1 when none).
 
     ``xy`` is an (n, 2) array of coordinates in the counties' CRS; ``outlines``,
@@ -438,12 +514,17 @@ def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float,
     a sample of its line lies in the same counties: the line between them cannot
     reach an outline when ``step <= 2 tol``. Only the first of each such stretch
     is tested against the polygons (nationally half the samples are far).
+    ``near``: outline segments found ahead (:meth:`CountyOutlines.near_lines`),
+    used when they serve the points (else the outlines are searched here).
     """
     # inside: distance 0; near: distance to the county's outline, cut into short
     # segments so each distance is cheap (county outlines have thousands of vertices)
     outlines = outlines if outlines is not None else CountyOutlines.for_tolerance(counties, tol)
-    sa, sb, seg_owner = outlines.near(xy, tol)
-    tree = kdtree((sa + sb) / 2) if len(sa) and len(xy) else None
+    if near is not None and len(xy) and near.serves(outlines, xy, tol):
+        sa, sb, seg_owner, tree = near.start, near.end, near.owner, near.tree
+    else:
+        sa, sb, seg_owner = outlines.near(xy, tol)
+        tree = kdtree((sa + sb) / 2) if len(sa) and len(xy) else None
     # candidate pairs, then exact distances in numpy; in two halves of the points
     # on two threads when there are many (k-d trees and numpy release the GIL;
     # nationally ~1.4M candidate pairs). The pairs' order does not matter below.
@@ -632,7 +713,8 @@ def _side_votes(xy, tangents, a, b, counties, tol,
     return votes
 
 
-def _runs_for_chains(chains, counties_g, settings, outlines: CountyOutlines | None = None):
+def _runs_for_chains(chains, counties_g, settings, outlines: CountyOutlines | None = None,
+                     near: NearOutlines | None = None):
     geoms = np.array([c.geometry for c in chains], dtype=object)
     if len(geoms) == 0:
         return
@@ -641,7 +723,7 @@ def _runs_for_chains(chains, counties_g, settings, outlines: CountyOutlines | No
     tol = settings.boundary_tolerance_m
     outlines = outlines if outlines is not None else \
         CountyOutlines.for_tolerance(counties_g, tol)
-    a, b = _label_samples(xy, counties_g, tol, outlines, line=li, step=step)
+    a, b = _label_samples(xy, counties_g, tol, outlines, line=li, step=step, near=near)
     for c in chains:  # samples inside virtual links: no county is known there
         for s0, s1 in c.virtual:
             on = (li == c.cid) & (dist > s0) & (dist < s1)
@@ -946,6 +1028,7 @@ def sections_from_network(
     settings: st.Settings = st.DEFAULT,
     qa: pd.DataFrame | None = None,
     outlines: CountyOutlines | None = None,
+    near: NearOutlines | None = None,
 ) -> Discovery:
     """Find every cross-boundary section on an oriented network.
 
@@ -963,6 +1046,10 @@ def sections_from_network(
     outlines
         :func:`county_outlines_for` the same counties, when already built (else
         they are built here).
+    near
+        ``outlines.near_lines`` of the reaches' lines (before orientation will
+        do), when already found: the outline segments the samples are labelled
+        with (else they are searched here).
 
     Returns
     -------
@@ -986,7 +1073,7 @@ def sections_from_network(
         later = pool.submit if two else _now
         reaches = later(project_gdf, net.edges, st.OUTPUT_CRS)
         chains = chains_from_reaches(net.edges)
-        _runs_for_chains(chains, cg, settings, outlines)
+        _runs_for_chains(chains, cg, settings, outlines, near)
         _smooth_network(chains, settings)
         boundary = later(_boundary_frame, chains, cty_used, crs)
         sections, pos = _sections_of_chains(chains, net, cty_used, pc_arrays, crs)

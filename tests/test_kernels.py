@@ -685,6 +685,58 @@ def test_county_outlines_near_keeps_every_segment_within_reach(seed, tol, first)
         assert (tuple(c[f[j]]), tuple(c[f[j] + 1]), int(outlines.owner[j])) in kept
 
 
+def _segment_set(sa, sb, own) -> set:
+    return set(zip(map(tuple, sa.tolist()), map(tuple, sb.tolist()), own.tolist()))
+
+
+@hsettings(max_examples=15, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), tol=hs.floats(300, 4000), first=hs.floats(0.3, 2.0))
+def test_near_lines_serve_every_point_on_the_lines(seed, tol, first):
+    # outline segments found from lines before any point on them (discover finds
+    # them while the flow graph is oriented) include those ``near`` gives for any
+    # points along the lines, and label them as a search from the points does.
+    # Lines run over the basin and beyond it; the grid may be laid out for another
+    # reach first (``first`` times this one)
+    counties, rng, _ = _counties_and_points(seed, 1, 0.0)
+    x0, y0, x1, y1 = shapely.total_bounds(counties)
+    lines = []
+    for _ in range(12):
+        start = rng.uniform([x0 - 3e4, y0 - 3e4], [x1 + 3e4, y1 + 3e4])
+        walk = start + np.cumsum(rng.normal(0, 9000, (int(rng.integers(2, 8)), 2)), axis=0)
+        lines.append(shapely.linestrings(walk))
+    lines = np.array(lines, dtype=object)
+    outlines = CountyOutlines(counties, tol / 2)
+    outlines.near(np.zeros((1, 2)), first * tol)
+    near = outlines.near_lines(lines, tol)
+    li = rng.integers(0, len(lines), 400)
+    xy = shapely.get_coordinates(shapely.line_interpolate_point(
+        lines[li], rng.uniform(0, 1, len(li)), normalized=True))
+    assert near.serves(outlines, xy, tol)
+    want = _segment_set(*outlines.near(xy, tol))
+    assert want <= _segment_set(near.start, near.end, near.owner)
+    plain = _label_samples(xy, counties, tol, outlines)
+    assert (plain[1] >= 0).any()  # (some points on a border: the test means something)
+    got = _label_samples(xy, counties, tol, outlines, near=near)
+    assert [g.tolist() for g in got] == [p.tolist() for p in plain]
+
+
+def test_near_lines_do_not_serve_points_off_the_lines():
+    # a point far from the lines is not served: labelling searches the outlines
+    # itself, and the labels are still right
+    counties, _, xy = _counties_and_points(3, 200, 0.0)
+    tol = 1500.0
+    outlines = CountyOutlines.for_tolerance(counties, tol)
+    x0, y0, x1, y1 = shapely.total_bounds(counties)
+    line = np.array([shapely.linestrings([[x0, y0], [x0 + 3000.0, y0]])], dtype=object)
+    near = outlines.near_lines(line, tol)
+    assert near.serves(outlines, np.array([[x0 + 1000.0, y0]]), tol)
+    assert not near.serves(outlines, xy, tol)
+    assert not near.serves(CountyOutlines.for_tolerance(counties, tol), xy[:1] * 0 + [x0, y0],
+                           tol)  # (other outlines: their grid numbers other cells)
+    got = _label_samples(xy, counties, tol, outlines, near=near)
+    assert [g.tolist() for g in got] == [w.tolist() for w in _label_samples(xy, counties, tol)]
+
+
 @hsettings(max_examples=10, deadline=None)
 @given(seed=hs.integers(0, 2**32 - 1))
 def test_polygons_contain_xy_on_two_threads_match_shapely(seed):

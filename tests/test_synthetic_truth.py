@@ -397,3 +397,27 @@ def test_sections_stage_gives_the_same_layers_on_one_thread_and_two(monkeypatch)
     assert len(two.boundary_rivers) > 0
     for layer in ("sections", "boundary_rivers", "reaches", "qa"):
         assert getattr(one, layer).equals(getattr(two, layer)), layer
+
+
+def test_outline_segments_found_ahead_give_the_same_layers(monkeypatch):
+    """Small networks find the outline segments near their reaches while the flow
+    graph is oriented; large ones when the samples are labelled. Both give the
+    same layers (SYNTHETIC basin with boundary rivers and meanders)."""
+    import sys
+
+    from basins.sections import NearOutlines
+
+    discover_module = sys.modules["basins.discover"]
+    served = []
+    real = NearOutlines.serves
+    monkeypatch.setattr(NearOutlines, "serves",
+                        lambda self, *a: served.append(real(self, *a)) or served[-1])
+    basin = make_basin(seed=5, n_boundary=3, n_meanders=2)
+    ahead = discover_synthetic(basin)
+    assert served == [True]  # (the segments found ahead were used)
+    monkeypatch.setattr(discover_module, "_AHEAD_MAX_REACHES", -1)
+    later = discover_synthetic(basin)
+    assert served == [True]
+    assert len(ahead.boundary_rivers) > 0
+    for layer in ("sections", "boundary_rivers", "reaches", "qa"):
+        assert getattr(later, layer).equals(getattr(ahead, layer)), layer
