@@ -98,7 +98,7 @@ def _discover(rivers, counties, water, dem, outlets, orientation, settings, say)
         counties, outlines = ready.result()
         # the outline segments near the reaches, for labelling the samples along
         # them: on the second thread while the flow graph is oriented (orientation
-        # only reverses lines; ~0.06 s nationally, else at the start of labelling).
+        # only reverses lines; ~0.07 s nationally, else at the start of labelling).
         # Large networks are sampled all over their counties: the segments are most
         # of the outlines and take longer than orienting (synthetic dense networks:
         # no change from 3k to 100k reaches; 300k 7.0 -> 7.5 s, 1M +2% peak memory)
