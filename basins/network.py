@@ -725,19 +725,35 @@ def _medial_path(poly, step: float):
     # co-circular outline points give several triangles with one circumcentre:
     # a tiny weight keeps their zero-length joins as edges
     w = np.linalg.norm(keys[inv[0]] - keys[inv[1]], axis=1) + 1e-9
-    nk = len(keys)
-    adj = sparse.coo_matrix((w, (inv[0], inv[1])), shape=(nk, nk)).tocsr()
-    _, lab = csgraph.connected_components(adj, directed=False)
+    adj = symmetric_csr(inv[0], inv[1], w, len(keys))
+    _, lab = csgraph.connected_components(adj, directed=True, connection="weak")
     big = np.bincount(lab).argmax()
     start = int(np.flatnonzero(lab == big)[0])
-    d = csgraph.dijkstra(adj, directed=False, indices=start)
+    d = csgraph.dijkstra(adj, directed=True, indices=start)
     a = int(np.nanargmax(np.where(np.isfinite(d), d, -1)))
-    d, pred = csgraph.dijkstra(adj, directed=False, indices=a, return_predecessors=True)
+    d, pred = csgraph.dijkstra(adj, directed=True, indices=a, return_predecessors=True)
     z = int(np.nanargmax(np.where(np.isfinite(d), d, -1)))
     path = predecessor_chain(pred, z, a)
     if len(path) < 2:
         return None
     return simplified_line(shapely.linestrings(keys[path]), step / 2)
+
+
+def symmetric_csr(i: np.ndarray, j: np.ndarray, w: np.ndarray, n: int) -> sparse.csr_matrix:
+    """The ``n`` x ``n`` CSR matrix of the undirected edges ``i[k]``-``j[k]`` (weight
+    ``w[k]``), stored in both directions, columns sorted within each row.
+
+    For scipy's graph searches with ``directed=True``: given one direction only and
+    ``directed=False`` they build the transpose at every call (the two searches per
+    medial axis took ~30% longer, nationally ~0.03 s of CPU). The edges must be
+    distinct pairs (no duplicate is summed).
+    """
+    rows, cols = np.concatenate([i, j]), np.concatenate([j, i])
+    o = np.lexsort((cols, rows))
+    indptr = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return sparse.csr_matrix((np.concatenate([w, w])[o], cols[o].astype(np.int32), indptr),
+                             shape=(n, n))
 
 
 def predecessor_chain(pred: np.ndarray, z: int, a: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from hypothesis import example, given, settings as hsettings, strategies as hs
 from scipy.interpolate import RegularGridInterpolator
 
 from basins.network import (SegmentIndex, _medial_path, first_of_groups, predecessor_chain,
+                             symmetric_csr,
                             simplified_line, union_of_polygons)
 from basins.read import Dem
 from basins.sections import (CountyOutlines, _contested, _distances_to_counties, _label_samples,
@@ -339,6 +340,39 @@ def test_predecessor_chain_is_the_walk_back_to_the_root(seed, n):
         while walk[-1] != a:
             walk.append(int(pred[walk[-1]]))
         assert predecessor_chain(pred, z, a).tolist() == walk
+
+
+@hsettings(max_examples=80, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), n=hs.integers(1, 300))
+def test_symmetric_csr_searches_as_the_undirected_graph(seed, n):
+    # distinct random edges with random weights: the graph searches the medial axis
+    # makes on both directions stored give what scipy's undirected mode gives
+    from scipy import sparse
+    from scipy.sparse import csgraph
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(0, 3 * n + 1))
+    i, j = rng.integers(0, n, m), rng.integers(0, n, m)
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    pairs = np.unique(np.column_stack([lo, hi])[lo != hi], axis=0)
+    rng.shuffle(pairs)
+    flip = rng.random(len(pairs)) < 0.5  # either direction given
+    i, j = np.where(flip, pairs[:, 1], pairs[:, 0]), np.where(flip, pairs[:, 0], pairs[:, 1])
+    w = rng.uniform(0.1, 5.0, len(pairs))
+    one_way = sparse.coo_matrix((w, (i, j)), shape=(n, n)).tocsr()
+    both = symmetric_csr(i, j, w, n)
+    assert both.has_sorted_indices and (both != both.T).nnz == 0
+    assert np.array_equal(both.toarray(), (one_way + one_way.T).toarray())
+    _, lab_u = csgraph.connected_components(one_way, directed=False)
+    _, lab_s = csgraph.connected_components(both, directed=True, connection="weak")
+    assert lab_u.tolist() == lab_s.tolist()
+    a = int(rng.integers(0, n))
+    d_u = csgraph.dijkstra(one_way, directed=False, indices=a)
+    d_s, pred = csgraph.dijkstra(both, directed=True, indices=a, return_predecessors=True)
+    assert np.allclose(d_u, d_s, rtol=1e-12, atol=0) and \
+        np.array_equal(np.isfinite(d_u), np.isfinite(d_s))
+    for z in np.flatnonzero(np.isfinite(d_s) & (np.arange(n) != a)).tolist():
+        p = int(pred[z])  # each step of the tree is an edge, and distances add up
+        assert both[z, p] > 0 and np.isclose(d_s[z], d_s[p] + both[z, p], rtol=1e-12)
 
 
 @hsettings(max_examples=60, deadline=None)
