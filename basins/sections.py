@@ -714,7 +714,7 @@ def _side_votes(xy, tangents, a, b, counties, tol,
 
 
 def _runs_for_chains(chains, counties_g, settings, outlines: CountyOutlines | None = None,
-                     near: NearOutlines | None = None):
+                     near: NearOutlines | Future | None = None):
     geoms = np.array([c.geometry for c in chains], dtype=object)
     if len(geoms) == 0:
         return
@@ -723,6 +723,8 @@ def _runs_for_chains(chains, counties_g, settings, outlines: CountyOutlines | No
     tol = settings.boundary_tolerance_m
     outlines = outlines if outlines is not None else \
         CountyOutlines.for_tolerance(counties_g, tol)
+    if isinstance(near, Future):  # found ahead on another thread: needed from here on
+        near = near.result()
     a, b = _label_samples(xy, counties_g, tol, outlines, line=li, step=step, near=near)
     for c in chains:  # samples inside virtual links: no county is known there
         for s0, s1 in c.virtual:
@@ -1028,7 +1030,7 @@ def sections_from_network(
     settings: st.Settings = st.DEFAULT,
     qa: pd.DataFrame | None = None,
     outlines: CountyOutlines | None = None,
-    near: NearOutlines | None = None,
+    near: NearOutlines | Future | None = None,
 ) -> Discovery:
     """Find every cross-boundary section on an oriented network.
 
@@ -1049,7 +1051,8 @@ def sections_from_network(
     near
         ``outlines.near_lines`` of the reaches' lines (before orientation will
         do), when already found: the outline segments the samples are labelled
-        with (else they are searched here).
+        with (else they are searched here). A :class:`concurrent.futures.Future`
+        of them is waited for only when the samples are to be labelled.
 
     Returns
     -------
