@@ -322,6 +322,13 @@ def test_first_of_groups_is_what_lexsort_puts_first(seed, n, levels):
     assert first_of_groups(key, d, at).tolist() == want.tolist()
 
 
+def _random_edges(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to 3n random edges among n nodes, as (from, to) arrays (repeats and loops
+    included)."""
+    m = int(rng.integers(0, 3 * n + 1))
+    return rng.integers(0, n, m), rng.integers(0, n, m)
+
+
 @hsettings(max_examples=80, deadline=None)
 @given(seed=hs.integers(0, 2**32 - 1), n=hs.integers(1, 300))
 def test_predecessor_chain_is_the_walk_back_to_the_root(seed, n):
@@ -330,9 +337,8 @@ def test_predecessor_chain_is_the_walk_back_to_the_root(seed, n):
     from scipy import sparse
     from scipy.sparse import csgraph
     rng = np.random.default_rng(seed)
-    m = int(rng.integers(0, 3 * n + 1))
-    i, j = rng.integers(0, n, m), rng.integers(0, n, m)
-    adj = sparse.coo_matrix((rng.uniform(0.1, 5.0, m), (i, j)), shape=(n, n)).tocsr()
+    i, j = _random_edges(rng, n)
+    adj = sparse.coo_matrix((rng.uniform(0.1, 5.0, len(i)), (i, j)), shape=(n, n)).tocsr()
     a = int(rng.integers(0, n))
     d, pred = csgraph.dijkstra(adj, directed=False, indices=a, return_predecessors=True)
     for z in np.flatnonzero(np.isfinite(d)).tolist():
@@ -350,8 +356,7 @@ def test_symmetric_csr_searches_as_the_undirected_graph(seed, n):
     from scipy import sparse
     from scipy.sparse import csgraph
     rng = np.random.default_rng(seed)
-    m = int(rng.integers(0, 3 * n + 1))
-    i, j = rng.integers(0, n, m), rng.integers(0, n, m)
+    i, j = _random_edges(rng, n)
     lo, hi = np.minimum(i, j), np.maximum(i, j)
     pairs = np.unique(np.column_stack([lo, hi])[lo != hi], axis=0)
     rng.shuffle(pairs)
