@@ -38,7 +38,8 @@ import basins.data as bdata
 from basins.data import load_region
 from basins.discover import discover
 
-#: what load_region reads the two line and polygon inputs with (timed apart)
+#: the basins.data functions load_region reads and builds the layers with (timed
+#: by layer, so that the rivers and counties can be set apart from the rest)
 _READERS = ("read_layer", "counties_from_gdf", "rivers_from_gdf")
 
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from unittest.mock import patch
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
-import geopandas as gpd
 from hypothesis import example, given, settings as hsettings, strategies as hs
 from scipy.interpolate import RegularGridInterpolator
 
 from basins.network import (SegmentIndex, _medial_path, first_of_groups, predecessor_chain,
-                             symmetric_csr,
-                            simplified_line, union_of_polygons)
+                            simplified_line, symmetric_csr, union_of_polygons)
 from basins.read import Dem
 from basins.sections import (CountyOutlines, _contested, _distances_to_counties, _label_samples,
                              _side_votes)
