@@ -12,7 +12,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
-from hypothesis import example, given, settings as hsettings, strategies as hs
+from hypothesis import assume, example, given, settings as hsettings, strategies as hs
 from scipy.interpolate import RegularGridInterpolator
 
 from basins.network import (SegmentIndex, _medial_path, first_of_groups, predecessor_chain,
@@ -1158,3 +1158,97 @@ def test_project_gdf_is_to_crs_to_the_bit(seed, to):
     assert project_gdf(s, to).name == "g"
     with pytest.raises(ValueError, match="naive"):  # no CRS: geopandas' own error
         project_gdf(gdf.set_crs(None, allow_override=True), to)
+
+
+def _aea(lat_0, lon_0, lat_1, lat_2, ellps="WGS84"):
+    return (f"+proj=aea +lat_0={lat_0} +lon_0={lon_0} +lat_1={lat_1} +lat_2={lat_2} "
+            f"+x_0=0 +y_0=0 +ellps={ellps} +units=m +no_defs")
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1),
+       lat_0=hs.integers(-600, 600), lon_0=hs.integers(-1800, 1800),
+       lat_1=hs.integers(-800, 800), span=hs.integers(0, 400),
+       ellps=hs.sampled_from(["WGS84", "GRS80"]))
+def test_albers_forward_gives_projs_bits(seed, lat_0, lon_0, lat_1, span, ellps):
+    # the numpy Albers that project_gdf uses is PROJ's forward to the last bit, over
+    # the whole globe; points PROJ would clamp, wrap or refuse are left to PROJ
+    from pyproj import CRS, Transformer
+
+    from basins.read import AlbersForward, numpy_is_libm
+    if not numpy_is_libm():
+        pytest.skip("numpy's sin/cos/log are not the C library's here: PROJ does it all")
+    lat_2 = min(lat_1 + span, 899)
+    assume(lat_1 + lat_2 != 0)  # PROJ refuses a cone on opposite standard parallels
+    crs = _aea(lat_0 / 10, lon_0 / 10, lat_1 / 10, lat_2 / 10, ellps)
+    t = Transformer.from_crs(CRS("EPSG:4326"), CRS(crs), always_xy=True)
+    fast = AlbersForward.for_transformer(t)
+    assert fast is not None
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-180, 180, 2000)
+    y = rng.uniform(-90, 90, 2000)
+    x[:4], y[:4] = [-180, 180, lon_0 / 10, 0], [90, -90, lat_0 / 10, 0]
+    px, py = x.copy(), y.copy()
+    t.transform(px, py, inplace=True)
+    fx, fy = x.copy(), y.copy()
+    lam_c = np.deg2rad(x) - np.deg2rad(lon_0 / 10)
+    if fast(fx, fy):
+        assert np.array_equal(fx, px) and np.array_equal(fy, py)
+    else:  # only where PROJ wraps the longitude, or the cone does not reach
+        assert (np.abs(lam_c) > np.pi - 1e-9).any() or not np.isfinite(px).all()
+        assert np.array_equal(fx, x) and np.array_equal(fy, y)
+    # the points it must do: no wrapping, and inside the cone (PROJ gives numbers)
+    keep = (np.abs(lam_c) < np.pi - 1e-9) & np.isfinite(px) & np.isfinite(py)
+    assert keep.sum() > 100
+    fx, fy = x[keep].copy(), y[keep].copy()
+    assert fast(fx, fy)
+    assert np.array_equal(fx, px[keep]) and np.array_equal(fy, py[keep])
+
+
+def test_albers_forward_only_for_what_it_computes():
+    from pyproj import CRS, Transformer
+
+    from basins.read import AlbersForward, numpy_is_libm
+    wgs = CRS("EPSG:4326")
+    aea = CRS(_aea(30, 110, 20, 40))
+    ok = AlbersForward.for_transformer(Transformer.from_crs(wgs, aea, always_xy=True))
+    assert (ok is not None) == numpy_is_libm()
+    for t in (Transformer.from_crs(wgs, aea, always_xy=False),  # axis swap first
+              Transformer.from_crs(wgs, CRS("EPSG:32650"), always_xy=True),
+              Transformer.from_crs(wgs, CRS(_aea(30, 110, 20, 40, "krass")), always_xy=True),
+              Transformer.from_crs(aea, wgs, always_xy=True)):  # the inverse
+        assert AlbersForward.for_transformer(t) is None
+    if ok is None:
+        return
+    for bad in ([np.nan, 30.0], [110.0, 91.0], [300.0, 30.0], [-75.0, 30.0]):
+        x, y = np.array([110.0, bad[0]]), np.array([30.0, bad[1]])
+        assert not ok(x, y)  # nothing changed: PROJ does these
+        assert x.tolist()[1:] == [bad[0]] or np.isnan(x[1])
+
+
+def test_project_gdf_falls_back_to_proj_when_the_sample_differs():
+    # a numpy result one bit off PROJ's on the sample sends the whole call to PROJ
+    import basins.read as read
+    from basins.read import AlbersForward, project_gdf
+    rng = np.random.default_rng(5)
+    gdf = gpd.GeoDataFrame(geometry=shapely.linestrings(rng.uniform([100, 20], [120, 40],
+                                                                    (50, 8, 2))),
+                           crs="EPSG:4326")
+    to = _aea(30, 110, 20, 40)
+    want = gdf.to_crs(to)
+    real = AlbersForward.__call__
+
+    def off(self, x, y):
+        done = real(self, x, y)
+        x += np.spacing(x)
+        return done
+
+    read._albers_for.cache_clear()
+    try:
+        with patch.object(AlbersForward, "__call__", off), \
+                patch.object(read, "numpy_is_libm", lambda: True):
+            got = project_gdf(gdf, to)
+    finally:
+        read._albers_for.cache_clear()
+    assert np.array_equal(shapely.get_coordinates(got.geometry.values),
+                          shapely.get_coordinates(want.geometry.values))
