@@ -1139,8 +1139,8 @@ def test_project_gdf_is_to_crs_to_the_bit(seed, to):
     c = rng.uniform([100, 20], [120, 40], (12, 2))
     box = shapely.box(*c[0], *(c[0] + 0.3))
     geoms = [None, shapely.Polygon(), shapely.Point(c[1]), shapely.LineString(c[2:5]),
-             shapely.MultiPolygon([box, shapely.box(*c[5], *(c[5] + 0.2)).difference(
-                 shapely.box(*(c[5] + 0.05), *(c[5] + 0.1)))]),
+             shapely.MultiPolygon([box, shapely.box(*(c[0] + 0.5), *(c[0] + 0.7)).difference(
+                 shapely.box(*(c[0] + 0.55), *(c[0] + 0.6)))]),  # (parts apart: valid)
              shapely.GeometryCollection([shapely.Point(c[6]), shapely.LineString(c[7:9])]),
              shapely.LinearRing(np.vstack([c[9], c[9] + [0.1, 0], c[9] + [0, 0.1]])),
              shapely.MultiPoint(c[10:12])]
