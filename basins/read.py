@@ -596,20 +596,33 @@ class AlbersForward:
     def _qsfn(self, s: float) -> float:
         """PROJ's ``pj_qsfn`` for one sine of latitude (Python floats)."""
         con = self.e * s
-        return self.one_es * (s / (1.0 - con * con) - (0.5 / self.e) * math.log((1.0 - con) / (1.0 + con)))
+        return self.one_es * (s / (1.0 - con * con)
+                              - (0.5 / self.e) * math.log((1.0 - con) / (1.0 + con)))
 
     @classmethod
     def for_transformer(cls, transformer: Transformer) -> "AlbersForward | None":
         """The projection ``transformer`` does, when it is a plain Albers forward from
-        longitude/latitude degrees on a known ellipsoid and numpy's functions are the
-        C library's; else None."""
+        longitude/latitude degrees on a known ellipsoid, numpy's functions are the C
+        library's, and a grid of points over the cone's side of the globe comes out
+        as PROJ gives it (a PROJ built to fuse multiplications and additions would
+        not); else None."""
         m = _AEA_PIPELINE.fullmatch(transformer.definition or "")
         if m is None or m.group(5) not in _ELLIPSOIDS or not numpy_is_libm():
             return None
         try:
-            return cls(*(float(v) for v in m.group(1, 2, 3, 4)), *_ELLIPSOIDS[m.group(5)])
+            fast = cls(*(float(v) for v in m.group(1, 2, 3, 4)), *_ELLIPSOIDS[m.group(5)])
         except ValueError:
             return None
+        lon0 = float(m.group(2))
+        x, y = (v.ravel() for v in np.meshgrid(np.linspace(lon0 - 90, lon0 + 90, 19),
+                                                np.linspace(-85, 85, 18)))
+        x, y = np.clip(x, -180, 180), y.copy()
+        px, py = x.copy(), y.copy()
+        transformer.transform(px, py, inplace=True)
+        ok = np.isfinite(px) & np.isfinite(py)  # (where the cone reaches)
+        x, y = x[ok], y[ok]
+        return fast if fast(x, y) and np.array_equal(x, px[ok]) and \
+            np.array_equal(y, py[ok]) else None
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> bool:
         """Project longitudes ``x`` and latitudes ``y`` (degrees, float64, contiguous) in
