@@ -742,13 +742,19 @@ def test_near_lines_serve_every_point_on_the_lines(seed, tol, first):
         start = rng.uniform([x0 - 3e4, y0 - 3e4], [x1 + 3e4, y1 + 3e4])
         walk = start + np.cumsum(rng.normal(0, 9000, (int(rng.integers(2, 8)), 2)), axis=0)
         lines.append(shapely.linestrings(walk))
-    lines = np.array(lines, dtype=object)
+    # and one from a county into a neighbour, with the points where it crosses the
+    # border among the points (so that some lie on a border whatever the draw)
+    nb = next(j for j in range(1, len(counties)) if shapely.touches(counties[0], counties[j]))
+    cross = shapely.LineString([counties[0].representative_point(),
+                                counties[nb].representative_point()])
+    lines = np.array(lines + [cross], dtype=object)
     outlines = CountyOutlines(counties, tol / 2)
     outlines.near(np.zeros((1, 2)), first * tol)
     near = outlines.near_lines(lines, tol)
     li = rng.integers(0, len(lines), 400)
-    xy = shapely.get_coordinates(shapely.line_interpolate_point(
-        lines[li], rng.uniform(0, 1, len(li)), normalized=True))
+    xy = np.vstack([shapely.get_coordinates(shapely.line_interpolate_point(
+        lines[li], rng.uniform(0, 1, len(li)), normalized=True)),
+        shapely.get_coordinates(shapely.intersection(cross, counties[0].boundary))])
     assert near.serves(outlines, xy, tol)
     want = _segment_set(*outlines.near(xy, tol))
     assert want <= _segment_set(near.start, near.end, near.owner)
