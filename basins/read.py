@@ -534,6 +534,8 @@ _PROJECT_CHUNK = 1 << 18
 
 #: ellipsoids of the Albers shortcut: semi-major axis and inverse flattening
 _ELLIPSOIDS = {"WGS84": (6378137.0, 298.257223563), "GRS80": (6378137.0, 298.257222101)}
+#: PROJ's DEG_TO_RAD, the factor of its degree-to-radian unit conversion
+_DEG_TO_RAD = 0.017453292519943296
 _AEA_PIPELINE = re.compile(
     r"proj=pipeline step proj=unitconvert xy_in=deg xy_out=rad step proj=aea "
     r"lat_0=(\S+) lon_0=(\S+) lat_1=(\S+) lat_2=(\S+) x_0=0 y_0=0 ellps=(\w+)")
@@ -566,11 +568,10 @@ class AlbersForward:
 
     def __init__(self, lat_0: float, lon_0: float, lat_1: float, lat_2: float,
                  a: float, rf: float) -> None:
-        d2r = 0.017453292519943296  # PROJ's DEG_TO_RAD, as its unit conversion uses
         f = 1 / rf
         es = 2 * f - f * f
         self.a, self.e, self.one_es = a, math.sqrt(es), 1.0 - es
-        phi0, self.lam0, phi1, phi2 = (v * d2r for v in (lat_0, lon_0, lat_1, lat_2))
+        phi0, self.lam0, phi1, phi2 = (v * _DEG_TO_RAD for v in (lat_0, lon_0, lat_1, lat_2))
         if abs(phi1) > math.pi / 2 or abs(phi2) > math.pi / 2 or abs(phi1 + phi2) < 1e-10:
             raise ValueError("standard parallels out of range or opposite")
 
@@ -616,24 +617,28 @@ class AlbersForward:
         lon0 = float(m.group(2))
         x, y = (v.ravel() for v in np.meshgrid(np.linspace(lon0 - 90, lon0 + 90, 19),
                                                 np.linspace(-85, 85, 18)))
-        x, y = np.clip(x, -180, 180), y.copy()
-        px, py = x.copy(), y.copy()
-        transformer.transform(px, py, inplace=True)
+        x = np.clip(x, -180, 180)
+        px, py = transformer.transform(x, y)
         ok = np.isfinite(px) & np.isfinite(py)  # (where the cone reaches)
-        x, y = x[ok], y[ok]
-        return fast if fast(x, y) and np.array_equal(x, px[ok]) and \
-            np.array_equal(y, py[ok]) else None
+        return fast if fast.matches(transformer.transform, x[ok], y[ok]) else None
+
+    def matches(self, transform, x: np.ndarray, y: np.ndarray) -> bool:
+        """Whether the points ``x``, ``y`` come out as ``transform`` (PROJ's, in place)
+        gives them, to the bit. The inputs are left as they are."""
+        fx, fy, px, py = x.copy(), y.copy(), x.copy(), y.copy()
+        transform(px, py, inplace=True)
+        return self(fx, fy) and np.array_equal(fx, px) and np.array_equal(fy, py)
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> bool:
         """Project longitudes ``x`` and latitudes ``y`` (degrees, float64, contiguous) in
         place to metres. Returns False, changing nothing, when a point lies where
         PROJ would clamp, wrap or refuse it (those are left to PROJ)."""
-        d2r = 0.017453292519943296
-        lam = x * d2r
-        phi = y * d2r
+        lam = x * _DEG_TO_RAD
+        phi = y * _DEG_TO_RAD
         lam_c = lam - self.lam0
         with np.errstate(invalid="ignore"):
-            inside = (np.abs(phi) <= math.pi / 2) & (np.abs(lam) <= math.pi) & (np.abs(lam_c) <= math.pi)
+            inside = (np.abs(phi) <= math.pi / 2) & (np.abs(lam) <= math.pi) & \
+                (np.abs(lam_c) <= math.pi)
             if not inside.all():  # (NaN too)
                 return False
             q = np.sin(phi, out=phi)  # pj_qsfn, operation by operation
@@ -703,9 +708,7 @@ def project_gdf(gdf: gpd.GeoDataFrame | gpd.GeoSeries, to_crs) -> gpd.GeoDataFra
     albers = _albers_for(gdf.crs, target)
     if albers is not None and len(xy):  # PROJ's bits on a sample, or PROJ throughout
         s = xy[np.linspace(0, len(xy) - 1, min(len(xy), 64)).astype(np.int64)]
-        fx, fy, px, py = s[:, 0].copy(), s[:, 1].copy(), s[:, 0].copy(), s[:, 1].copy()
-        transform(px, py, inplace=True)
-        if not (albers(fx, fy) and np.array_equal(fx, px) and np.array_equal(fy, py)):
+        if not albers.matches(transform, s[:, 0], s[:, 1]):
             albers = None
     for a in range(0, len(xy), _PROJECT_CHUNK):  # (columns of a chunk stay in cache)
         x, y = np.ascontiguousarray(xy[a:a + _PROJECT_CHUNK, 0]), \

@@ -1243,11 +1243,23 @@ def test_albers_forward_only_for_what_it_computes():
     fast.c = -1.0  # a cone no point lies under (PROJ refuses such points): same
     x, y = np.array([110.0, 120.0]), np.array([30.0, 35.0])
     assert not fast(x, y) and x.tolist() == [110.0, 120.0] and y.tolist() == [30.0, 35.0]
-    _albers_expected(AlbersForward.for_transformer(Transformer.from_crs(wgs, aea, always_xy=True)))
+    right = Transformer.from_crs(wgs, aea, always_xy=True)
+    real = AlbersForward.__call__
+
+    def off(self, x, y):  # one bit off PROJ: the grid check refuses it
+        done = real(self, x, y)
+        y += np.spacing(y)
+        return done
+
+    with patch.object(AlbersForward, "__call__", off):
+        assert AlbersForward.for_transformer(right) is None
+    _albers_expected(AlbersForward.for_transformer(right))
 
 
 def test_project_gdf_falls_back_to_proj_when_the_sample_differs():
-    # a numpy result one bit off PROJ's on the sample sends the whole call to PROJ
+    # a numpy projection one bit off PROJ's, handed out past the grid check (as a
+    # PROJ or numpy differing only on some points could be): the sample of the call
+    # sends the whole call to PROJ
     import basins.read as read
     from basins.read import AlbersForward, project_gdf
     rng = np.random.default_rng(5)
@@ -1256,19 +1268,15 @@ def test_project_gdf_falls_back_to_proj_when_the_sample_differs():
                            crs="EPSG:4326")
     to = _aea(30, 110, 20, 40)
     want = gdf.to_crs(to)
-    real = AlbersForward.__call__
 
-    def off(self, x, y):
-        done = real(self, x, y)
-        x += np.spacing(x)
-        return done
+    class Off(AlbersForward):
+        def __call__(self, x, y):
+            done = super().__call__(x, y)
+            x += np.spacing(x)
+            return done
 
-    read._albers_for.cache_clear()
-    try:
-        with patch.object(AlbersForward, "__call__", off), \
-                patch.object(read, "numpy_is_libm", lambda: True):
-            got = project_gdf(gdf, to)
-    finally:
-        read._albers_for.cache_clear()
+    off = Off(30, 110, 20, 40, 6378137.0, 298.257223563)
+    with patch.object(read, "_albers_for", lambda src, dst: off):
+        got = project_gdf(gdf, to)
     assert np.array_equal(shapely.get_coordinates(got.geometry.values),
                           shapely.get_coordinates(want.geometry.values))
