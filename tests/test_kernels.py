@@ -251,6 +251,36 @@ def test_union_of_polygons_is_the_union_in_a_fixed_order(seed, n, fallback):
     assert (np.diff(shapely.bounds(got)[:, 0]) >= 0).all()
 
 
+@hsettings(max_examples=40, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), n=hs.integers(0, 25))
+def test_touching_pairs_are_the_intersecting_pairs_once(seed, n):
+    # boxes on a grid (edges and corners shared exactly), discs, thin strips, an
+    # empty geometry and a line among them: every intersecting pair once (a < b),
+    # as a pairwise GEOS test gives it, and the polygons left unprepared
+    from basins.network import _touching
+    rng = np.random.default_rng(seed)
+    geoms = []
+    for _ in range(n):
+        x, y = rng.uniform(0, 4000, 2).round(-2)
+        w, h = rng.uniform(100, 1500, 2).round(-2)
+        kind = rng.integers(4)
+        geoms.append(shapely.box(x, y, x + w, y + h) if kind == 0 else
+                     shapely.Point(x, y).buffer(w / 2, quad_segs=3) if kind == 1 else
+                     shapely.box(x, y, x + w, y + 100.0) if kind == 2 else
+                     shapely.linestrings([(x, y), (x + w, y + h)]))
+    geoms.append(shapely.Polygon())
+    geoms = np.array(geoms, dtype=object)
+    idx = np.flatnonzero(~shapely.is_empty(geoms))
+    got_idx, tree, a, b = _touching(geoms, idx)
+    assert got_idx is idx and len(tree) == len(idx)
+    assert (a < b).all()
+    g = geoms[idx]
+    want = sorted((i, j) for i in range(len(g)) for j in range(i + 1, len(g))
+                  if shapely.intersects(g[i], g[j]))
+    assert sorted(zip(a.tolist(), b.tolist())) == want
+    assert not shapely.is_prepared(g).any()
+
+
 def _counties_and_points(seed: int, n: int, margin: float):
     """A SYNTHETIC basin's county polygons, and ``n`` random points over it (``margin`` beyond)."""
     b = make_basin(seed=seed % 1000)
