@@ -16,6 +16,10 @@ How it works
    node: ``crossing`` (A → B), ``joins_border`` (A → A|B), ``leaves_border``
    (A|B → B) and ``border_change`` (A|B → A|C). A border side has two parties,
    the left and right bank looking downstream, with shares 1/2 each.
+5. A crossing inside a chain is then placed where the river passes from A into
+   B (on their border, or in the middle of a gap or overlap between them), the
+   passage nearest the label change; the other kinds stay at the label change
+   (where the river comes within, or goes beyond, ``boundary_tolerance_m``).
 
 The result is a :class:`Discovery` holding the ``sections``, ``boundary_rivers``,
 ``reaches`` and ``qa`` layers, the flow graph and the section graph for navigation.
@@ -1079,7 +1083,7 @@ def sections_from_network(
         _runs_for_chains(chains, cg, settings, outlines, near)
         _smooth_network(chains, settings)
         boundary = later(_boundary_frame, chains, cty_used, crs)
-        sections, pos = _sections_of_chains(chains, net, cty_used, pc_arrays, crs)
+        sections, pos = _sections_of_chains(chains, net, cty_used, pc_arrays, crs, settings)
         boundary, reaches = boundary.result(), reaches.result()
     section_graph = _section_graph(chains, pos)
     qa_full = _qa_frame(qa, reaches, sections, cty, usable, counties)
@@ -1100,11 +1104,12 @@ def _now(fn, *args) -> Future:
     return done
 
 
-def _sections_of_chains(chains, net, cty_used, pc_arrays, crs):
+def _sections_of_chains(chains, net, cty_used, pc_arrays, crs, settings=st.DEFAULT):
     """The sections of chains with their runs, in their output order, and where each
     lies (section id -> chain, distance along it, chain it was reached by)."""
     edge_flags = dict(zip(net.edges.reach_id.tolist(), net.edges.orientation_flag.tolist()))
     rows = []
+    crossings: list[tuple[int, Run, Run]] = []  # (row, run before, run after)
     pos: dict[str, tuple] = {}
 
     def add(chain: Chain, s: float, up: Run, down: Run, river: str, node: str | None, via,
@@ -1139,6 +1144,8 @@ def _sections_of_chains(chains, net, cty_used, pc_arrays, crs):
             if r1.a == OUTSIDE or r2.a == OUTSIDE:
                 continue
             add(c, r2.start, r1, r2, c.river, None, None)
+            if not r1.is_pair and not r2.is_pair:  # a crossing: placed on the border below
+                crossings.append((len(rows) - 1, r1, r2))
     by_u: dict[str, list[Chain]] = defaultdict(list)
     for c in chains:
         by_u[c.u].append(c)
@@ -1156,6 +1163,8 @@ def _sections_of_chains(chains, net, cty_used, pc_arrays, crs):
             seen_node.add(key)
             add(co, 0.0, r1, r2, ci.river or co.river, ci.v, ci.cid)
 
+    if crossings:
+        _place_crossings(rows, crossings, chains, cty_used, settings, edge_flags)
     # the points, in one call (the very values of a scalar interpolate per row)
     at = shapely.line_interpolate_point(
         np.array([chains[r["_chain"]].geometry for r in rows], dtype=object),
@@ -1169,6 +1178,238 @@ def _sections_of_chains(chains, net, cty_used, pc_arrays, crs):
     order = sections.assign(_lv=sections.level.map({k: i for i, k in enumerate(st.LEVELS)}))
     sections = order.sort_values(["_lv", "river", "section_id"]).drop(columns="_lv")
     return sections.reset_index(drop=True), pos
+
+
+def _place_crossings(rows: list[dict], crossings: list[tuple[int, Run, Run]], chains,
+                     cty_used: gpd.GeoDataFrame, settings: st.Settings, edge_flags: dict) -> None:
+    """Move each crossing section onto the border its river crosses (in place).
+
+    A crossing is found where the labels change, and a border zone shorter than
+    ``min_boundary_run_m`` between the two counties is split in its middle, so the
+    section sat up to half that zone away from the border (nationally a median
+    ~300 m, 10% over 1.6 km, the most 5.4 km). It is moved to where the river
+    passes from the upstream county into the downstream one
+    (:func:`crossing_positions`), within ``min_boundary_run_m / 2 + sample_step_m``
+    of where it was and within the runs on either side (a run between two
+    crossings is shared at its middle), so the sections keep their order along
+    the chain. The two runs then meet there, and the section's reach is the one
+    there. A crossing with no such passage near it stays where it was.
+    """
+    geo = np.asarray(cty_used.geometry.array, dtype=object)
+    k = [c[0] for c in crossings]
+    s = np.array([rows[i]["_s"] for i in k])
+    lo, hi = np.empty(len(k)), np.empty(len(k))
+    for m, (_, r1, r2) in enumerate(crossings):
+        shared_before = m > 0 and crossings[m - 1][2] is r1
+        shared_after = m + 1 < len(crossings) and crossings[m + 1][1] is r2
+        lo[m] = (r1.start + r1.end) / 2 if shared_before else r1.start
+        hi[m] = (r2.start + r2.end) / 2 if shared_after else r2.end
+    reach = settings.min_boundary_run_m / 2 + settings.sample_step_m
+    lo, hi = np.maximum(lo, s - reach), np.minimum(hi, s + reach)
+    lines = np.array([chains[rows[i]["_chain"]].geometry for i in k], dtype=object)
+    up = geo[[rows[i]["_up"][0] for i in k]]
+    down = geo[[rows[i]["_down"][0] for i in k]]
+    at = crossing_positions(lines, s, lo, hi, up, down, settings.sample_step_m)
+    for (i, r1, r2), x in zip(crossings, at.tolist()):
+        if np.isnan(x):
+            continue  # no passage from one into the other near it: left where it was
+        r = rows[i]
+        r["_s"] = r1.end = r2.start = x
+        r["reach_id"] = _reach_at(chains[r["_chain"]], x)
+        r["flags"] = edge_flags.get(r["reach_id"], "")
+
+
+def crossing_positions(lines: np.ndarray, s: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                       up: np.ndarray, down: np.ndarray, step: float) -> np.ndarray:
+    """Where each line passes from polygon ``up[k]`` into ``down[k]``, nearest ``s[k]``.
+
+    Points every ``step`` from ``lo[k]`` to ``hi[k]`` along ``lines[k]`` are tested
+    for being in each polygon; a passage is a point in ``up`` only followed by one
+    in ``down`` only, with only points in neither or in both (a gap or an overlap
+    of the two polygons, or a third one) between; the one whose middle lies
+    nearest ``s[k]`` is taken. Between the last of its points in ``up`` and the
+    next, the line leaves ``up`` (its first crossing of the outline there), and
+    between the last not in ``down`` and the next it enters ``down`` (its last
+    crossing): both are exact segment intersections (:func:`_outline_crossings`),
+    and their middle along the line is the position (the border itself where the
+    polygons share it).
+
+    Parameters
+    ----------
+    lines
+        LineStrings (the flow direction: up before down); one line may serve
+        several rows (the same object).
+    s, lo, hi
+        Position near which to look, and the stretch to look in (distances along
+        each line).
+    up, down
+        Polygons (prepared or not).
+    step
+        Spacing of the test points; a passage over a sliver narrower than this may
+        be missed (another one is taken, or none).
+
+    Returns
+    -------
+    numpy.ndarray
+        Distances along each line; NaN where no passage lies in the stretch.
+    """
+    n = len(lines)
+    out = np.full(n, np.nan)
+    if n == 0:
+        return out
+    lo, hi, s = (np.asarray(v, dtype=float) for v in (lo, hi, s))
+    # each distinct line's coordinates and distances once, in flat arrays (chains
+    # are long: GEOS's interpolate walks a line from its start at every point)
+    _, first, line_of = np.unique(np.array([id(g) for g in lines]), return_index=True,
+                                  return_inverse=True)
+    # (numbered by first use, not by address: the same inputs give the same arrays)
+    line_of = np.argsort(np.argsort(first))[line_of.ravel()]
+    path = _Paths(np.asarray(lines, dtype=object)[np.sort(first)])
+    count = np.maximum(np.ceil((hi - lo) / step).astype(np.int64), 0) + 1
+    q = np.repeat(np.arange(n), count)
+    j = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    t = np.minimum(lo[q] + j * step, hi[q])  # (the last point is hi itself)
+    xy = path.at(line_of[q], t)
+    in_up = shapely.contains_xy(up[q], xy[:, 0], xy[:, 1])
+    in_down = shapely.contains_xy(down[q], xy[:, 0], xy[:, 1])
+    only_up, only_down = in_up & ~in_down, in_down & ~in_up
+    # the passages: consecutive decided points (in one only), up then down, of a line
+    d = np.flatnonzero(only_up | only_down)
+    pair = np.flatnonzero((q[d[:-1]] == q[d[1:]]) & only_up[d[:-1]] & only_down[d[1:]])
+    if len(pair) == 0:
+        return out
+    i, k = d[pair], d[pair + 1]
+    qi = q[i]
+    miss = np.abs((t[i] + t[k]) / 2 - s[qi])
+    best = np.lexsort((miss, qi))  # per line, the passage nearest s first
+    best = best[np.r_[True, qi[best][1:] != qi[best][:-1]]]
+    i, k, qi = i[best], k[best], qi[best]
+    # leaving up: after the last point in up before k; entering down: before the
+    # first point in down after i (points between are in neither or in both)
+    a = np.array([i0 + int(np.flatnonzero(in_up[i0:k0])[-1]) for i0, k0 in
+                  zip(i.tolist(), k.tolist())], dtype=np.int64)
+    b = np.array([i0 + 1 + int(np.flatnonzero(in_down[i0 + 1:k0 + 1])[0]) for i0, k0 in
+                  zip(i.tolist(), k.tolist())], dtype=np.int64)
+    on = line_of[qi]
+    m = len(qi)
+    # the first crossing of up's outline after the last point in it, and the last
+    # crossing of down's before the first point in it
+    cross = _outline_crossings(path, np.concatenate([on, on]),
+                               np.concatenate([t[a], t[b - 1]]), np.concatenate([t[a + 1], t[b]]),
+                               np.concatenate([up[qi], down[qi]]))
+    leave = np.where(np.isnan(cross[0][:m]), t[a], cross[0][:m])
+    enter = np.where(np.isnan(cross[1][m:]), t[b], cross[1][m:])
+    out[qi] = (leave + enter) / 2
+    return out
+
+
+class _Paths:
+    """Lines as flat coordinate arrays with each vertex's distance along its line,
+    for points and pieces at given distances (numpy, all lines in one call)."""
+
+    def __init__(self, lines: np.ndarray) -> None:
+        xy, li = shapely.get_coordinates(lines, return_index=True)
+        seg = np.hypot(*np.diff(xy, axis=0).T)
+        start = np.r_[0, np.flatnonzero(li[1:] != li[:-1]) + 1]
+        end = np.r_[start[1:], len(li)]
+        cum = np.zeros(len(li))
+        for a, b in zip(start.tolist(), end.tolist()):  # each line's own sums, as _Along's
+            cum[a + 1:b] = np.cumsum(seg[a:b - 1])
+        self.xy, self.cum, self.start, self.end = xy, cum, start, end
+        # (line, distance) as one sortable key: numpy orders complex numbers by
+        # their real part, then their imaginary part
+        self.key = li + 1j * cum
+
+    def segment(self, line: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The first vertex of the segment holding distance ``t`` of each line."""
+        j = np.searchsorted(self.key, line + 1j * t, side="right") - 1
+        return np.clip(j, self.start[line], np.maximum(self.end[line] - 2, self.start[line]))
+
+    def at(self, line: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The points at distances ``t`` along ``line`` (indices of the lines)."""
+        j = self.segment(line, t)
+        j1 = np.minimum(j + 1, self.end[line] - 1)
+        span = self.cum[j1] - self.cum[j]
+        f = np.divide(t - self.cum[j], span, out=np.zeros(len(t)), where=span > 0)
+        return self.xy[j] + (self.xy[j1] - self.xy[j]) * f[:, None]
+
+
+def _outline_crossings(path: _Paths, line: np.ndarray, t0: np.ndarray, t1: np.ndarray,
+                       polys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last distance along ``line`` between ``t0`` and ``t1`` where it
+    crosses the outline of ``polys`` (NaN where it does not), each row on its own.
+
+    Exact segment intersections in numpy: the piece's segments against the
+    outline segments of its polygon whose boxes meet the piece's box.
+    """
+    n = len(line)
+    first, last = np.full(n, np.nan), np.full(n, np.nan)
+    # the pieces: their start, the vertices strictly between, their end
+    j0 = path.segment(line, t0) + 1
+    j1 = np.maximum(path.segment(line, t1) + 1, j0)
+    inner = j1 - j0
+    size = inner + 2
+    row = np.repeat(np.arange(n), size)
+    pos = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
+    vert = np.repeat(j0 - 1, size) + pos
+    pxy = path.xy[np.clip(vert, 0, len(path.xy) - 1)]
+    pd_ = path.cum[np.clip(vert, 0, len(path.cum) - 1)]
+    head, tail = pos == 0, pos == np.repeat(size - 1, size)
+    pxy[head], pd_[head] = path.at(line, t0), t0
+    pxy[tail], pd_[tail] = path.at(line, t1), t1
+    seg = np.flatnonzero(~tail)  # segment k: pxy[k] -> pxy[k + 1], of row row[k]
+    if len(seg) == 0:
+        return first, last
+    p0, p1, srow = pxy[seg], pxy[seg + 1], row[seg]
+    # the polygons' outline segments, each polygon once
+    upoly, pinv = np.unique(np.array([id(g) for g in polys]), return_inverse=True)
+    pinv = pinv.ravel()
+    rep = np.zeros(len(upoly), dtype=np.int64)
+    rep[pinv] = np.arange(n)
+    parts, part_of = shapely.get_parts(np.asarray(polys, dtype=object)[rep], return_index=True)
+    rings, ring_of = shapely.get_rings(parts, return_index=True)
+    oxy, oi = shapely.get_coordinates(rings, return_index=True)
+    same = np.flatnonzero(oi[1:] == oi[:-1])
+    q0, q1, qpoly = oxy[same], oxy[same + 1], part_of[ring_of[oi[same]]]
+    order = np.argsort(qpoly, kind="stable")
+    q0, q1, qpoly = q0[order], q1[order], qpoly[order]
+    qs = np.searchsorted(qpoly, np.arange(len(upoly)))
+    qn = np.searchsorted(qpoly, np.arange(len(upoly)), side="right") - qs
+    # (row, outline segment) pairs whose boxes meet the row's piece box
+    lo_b = np.full((n, 2), np.inf)
+    hi_b = np.full((n, 2), -np.inf)
+    np.minimum.at(lo_b, srow, np.minimum(p0, p1))
+    np.maximum.at(hi_b, srow, np.maximum(p0, p1))
+    cnt = qn[pinv]
+    r = np.repeat(np.arange(n), cnt)
+    sidx = np.repeat(qs[pinv], cnt) + (np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+    qlo, qhi = np.minimum(q0[sidx], q1[sidx]), np.maximum(q0[sidx], q1[sidx])
+    meet = ((qlo <= hi_b[r]) & (qhi >= lo_b[r])).all(axis=1)
+    r, sidx = r[meet], sidx[meet]
+    if len(r) == 0:
+        return first, last
+    # ... then each against the piece's own segments
+    pstart = np.searchsorted(srow, np.arange(n))
+    pcount = np.searchsorted(srow, np.arange(n), side="right") - pstart
+    c = pcount[r]
+    rr = np.repeat(r, c)
+    ss = np.repeat(sidx, c)
+    kk = np.repeat(pstart[r], c) + (np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c))
+    a0, a1, b0, b1 = p0[kk], p1[kk], q0[ss], q1[ss]
+    dv, ev, w = a1 - a0, b1 - b0, b0 - a0
+    den = dv[:, 0] * ev[:, 1] - dv[:, 1] * ev[:, 0]
+    ok = den != 0  # (parallel segments: a line running along the outline never crosses it)
+    den = np.where(ok, den, 1.0)
+    u = (w[:, 0] * ev[:, 1] - w[:, 1] * ev[:, 0]) / den
+    v = (w[:, 0] * dv[:, 1] - w[:, 1] * dv[:, 0]) / den
+    hit = ok & (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
+    if not hit.any():
+        return first, last
+    ds = pd_[seg[kk[hit]]]
+    at = ds + u[hit] * (pd_[seg[kk[hit]] + 1] - ds)
+    np.fmin.at(first, rr[hit], at)
+    np.fmax.at(last, rr[hit], at)
+    return first, last
 
 
 def _join(values) -> str:

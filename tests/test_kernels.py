@@ -1310,3 +1310,72 @@ def test_project_gdf_falls_back_to_proj_when_the_sample_differs():
         got = project_gdf(gdf, to)
     assert np.array_equal(shapely.get_coordinates(got.geometry.values),
                           shapely.get_coordinates(want.geometry.values))
+
+
+def _zigzag_halves(rng, width: float = 20_000.0, height: float = 20_000.0):
+    """Two polygons sharing a zigzag border at x ~ width / 2 (A west, B east), and the border."""
+    ys = np.linspace(0, height, int(rng.integers(2, 8)))
+    xs = width / 2 + rng.uniform(-1500, 1500, len(ys))
+    border = np.column_stack([xs, ys])
+    a = shapely.Polygon([(0, 0), *border.tolist(), (0, height)])
+    b = shapely.Polygon([(width, 0), (width, height), *border[::-1].tolist()])
+    return a, b, shapely.LineString(border)
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), wiggles=hs.integers(0, 4), near=hs.floats(0, 1),
+       multi=hs.booleans())
+def test_crossing_positions_find_the_passage_nearest_the_guess(seed, wiggles, near, multi):
+    # a line from A into B over a shared zigzag border, meandering back over it
+    # `wiggles` times: the position is on the border, where the line passes from A
+    # into B, and of those passages the one nearest the guess (counties with
+    # islands, as MultiPolygons, when `multi`)
+    from basins.sections import crossing_positions
+    rng = np.random.default_rng(seed)
+    a, b, border = _zigzag_halves(rng)
+    if multi:
+        a = shapely.MultiPolygon([shapely.box(-5000, 0, -4000, 1000), a])
+        b = shapely.MultiPolygon([b, shapely.box(30_000, 0, 31_000, 1000)])
+    x = np.sort(rng.uniform(1000, 19_000, 2 * wiggles + 2))
+    x[0], x[-1] = 500.0, 19_500.0
+    pts = [(xx, 10_000 + rng.uniform(-3000, 3000)) for xx in x]
+    mid = len(pts) // 2
+    for w in range(wiggles):  # back west over the border and east again
+        pts.insert(mid, (float(rng.uniform(8000, 9000)), 10_000 + rng.uniform(-3000, 3000)))
+        pts.insert(mid, (float(rng.uniform(11_000, 12_000)), 10_000 + rng.uniform(-3000, 3000)))
+    line = shapely.LineString(pts)
+    assume(line.is_simple)
+    hits = shapely.get_parts(shapely.intersection(line, border))
+    assume((shapely.get_type_id(hits) == 0).all())  # crossings, not stretches along it
+    at = np.sort(shapely.line_locate_point(line, hits))
+    # passages from A into B: just after them the line is in B
+    into_b = [p for p in at if b.contains(line.interpolate(p + 1.0))]
+    assert into_b
+    guess = near * line.length
+    gaps = sorted(abs(p - guess) for p in into_b)
+    assume(len(gaps) == 1 or gaps[1] - gaps[0] > 50.0)  # no near-tie (a 10 m grid)
+    want = min(into_b, key=lambda p: abs(p - guess))
+    got = crossing_positions(np.array([line], dtype=object), np.array([guess]), np.array([0.0]),
+                             np.array([line.length]), np.array([a], dtype=object),
+                             np.array([b], dtype=object), 10.0)[0]
+    assert abs(got - want) < 1e-6
+    assert border.distance(line.interpolate(got)) < 1e-6
+
+
+@pytest.mark.parametrize("gap", [-400.0, 0.0, 250.0])
+def test_crossing_positions_split_a_gap_or_an_overlap_in_the_middle(gap):
+    # A ends at 10 km - gap/2 and B starts at 10 km + gap/2 (an overlap when gap < 0):
+    # a straight line across passes at the middle, 10 km; a line that never
+    # reaches B, or looks only where it is still in A, has no passage (NaN)
+    from basins.sections import crossing_positions
+    a = shapely.box(0, 0, 10_000 + (-gap / 2), 20_000)
+    b = shapely.box(10_000 + gap / 2, 0, 20_000, 20_000)
+    lines = np.array([shapely.LineString([(1000, 5000), (19_000, 5000)]),
+                      shapely.LineString([(1000, 5000), (9000, 7000)]),
+                      shapely.LineString([(1000, 5000), (19_000, 5000)])], dtype=object)
+    got = crossing_positions(lines, np.array([7000.0, 3000.0, 2000.0]), np.zeros(3),
+                             np.array([18_000.0, lines[1].length, 4000.0]),
+                             np.array([a, a, a], dtype=object), np.array([b, b, b], dtype=object),
+                             300.0)
+    assert abs(got[0] - 9000.0) < 1e-9
+    assert np.isnan(got[1]) and np.isnan(got[2])

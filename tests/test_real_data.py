@@ -136,3 +136,35 @@ def test_dongjiang_flows_south_through_the_fengshuba_reservoir(jiangxi):
     north, south = max(ys, key=ys.get), min(ys, key=ys.get)
     path = nx.shortest_path(G, north, south)
     assert hub in path
+
+
+def _crossings_off_the_border(res) -> list[tuple[str, float, bool]]:
+    """Crossing sections inside a chain (not at a junction, not across a water body drawn
+    only as an area): their distance from the farther of their two counties' outlines,
+    and whether some county holds the point."""
+    from basins.read import project_gdf
+    cty = res.counties.set_index("county_id").geometry
+    every = np.asarray(res.counties.geometry.array, dtype=object)
+    sec = project_gdf(res.sections, res.counties.crs)
+    out = []
+    for s in sec[sec.kind == "crossing"].itertuples():
+        if res._section_pos[s.section_id][2] is not None or "approximate" in s.flags:
+            continue
+        d = max(cty[s.upstream_ids].boundary.distance(s.geometry),
+                cty[s.downstream_ids].boundary.distance(s.geometry))
+        held = bool(shapely.contains_xy(every, s.geometry.x, s.geometry.y).any())
+        out.append((s.section_id, d, held))
+    return out
+
+
+def test_crossings_sit_on_the_county_border(shandong, jiangxi):
+    # where the river passes from one county into the next, to within a metre (AMap
+    # neighbours share their border vertices); before, up to half a border zone
+    # away (Shandong: 1.6 and 0.8 km). Where it passes through land that is in no
+    # county of the layer between the two (the 卫河 from 清丰 to 南乐 through Henan
+    # counties the Shandong extract leaves out), the section is in the middle of
+    # that passage, in no county.
+    for (_, res), on_border in ((shandong, 1), (jiangxi, 5)):
+        found = _crossings_off_the_border(res)
+        assert sum(d < 1.0 for _, d, _ in found) >= on_border, found
+        assert all(d < 1.0 or not held for _, d, held in found), found

@@ -421,3 +421,30 @@ def test_outline_segments_found_ahead_give_the_same_layers(monkeypatch):
     assert len(ahead.boundary_rivers) > 0
     for layer in ("sections", "boundary_rivers", "reaches", "qa"):
         assert getattr(later, layer).equals(getattr(ahead, layer)), layer
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=hst.integers(0, 10**6), n_meanders=hst.integers(0, 3))
+def test_crossings_lie_on_the_border_they_cross(seed, n_meanders):
+    # every crossing section sits where its river passes from the upstream county
+    # into the downstream one: on their shared border (the SYNTHETIC counties are
+    # Voronoi cells, so the border is exact); a straight crossing's is the truth's
+    # own point (the river meets the border at the midpoint of the two seeds)
+    basin = make_basin(seed=seed, rows=7, cols=7, n_boundary=1, n_meanders=n_meanders)
+    result = discover_synthetic(basin)
+    sec = result.sections.to_crs(CRS)
+    cty = basin.counties.set_index("county_id").geometry
+    cross = sec[sec.kind == "crossing"]
+    assert len(cross) > 5
+    for s in cross.itertuples():
+        up, down = cty[s.upstream_ids], cty[s.downstream_ids]
+        assert up.boundary.distance(s.geometry) < 1e-6, s.section_id
+        assert down.boundary.distance(s.geometry) < 1e-6, s.section_id
+    straight = basin.truth[(basin.truth.kind == "crossing")]
+    on_truth = 0
+    for t in straight.itertuples():
+        m = cross[(cross.upstream_ids == t.upstream_ids) & (cross.downstream_ids == t.downstream_ids)]
+        d = m.distance(shapely.Point(t.x, t.y)).min()
+        on_truth += d < 1e-6
+    # the meandering ones' truth point is a vertex of the zigzag, off the border
+    assert on_truth >= len(straight) - n_meanders
