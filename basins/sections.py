@@ -1369,20 +1369,31 @@ def _outline_crossings(path: _Paths, line: np.ndarray, t0: np.ndarray, t1: np.nd
     parts, part_of = shapely.get_parts(np.asarray(polys, dtype=object)[rep], return_index=True)
     rings, ring_of = shapely.get_rings(parts, return_index=True)
     oxy, oi = shapely.get_coordinates(rings, return_index=True)
-    same = np.flatnonzero(oi[1:] == oi[:-1])
-    q0, q1, qpoly = oxy[same], oxy[same + 1], part_of[ring_of[oi[same]]]
-    order = np.argsort(qpoly, kind="stable")
-    q0, q1, qpoly = q0[order], q1[order], qpoly[order]
-    qs = np.searchsorted(qpoly, np.arange(len(upoly)))
-    qn = np.searchsorted(qpoly, np.arange(len(upoly)), side="right") - qs
-    # (row, outline segment) pairs whose boxes meet the row's piece box
+    # the pieces' boxes, and per polygon the box round its rows' pieces: one pass
+    # over the outline segments keeps those meeting it (a few of ~1,000 a county)
     lo_b = np.full((n, 2), np.inf)
     hi_b = np.full((n, 2), -np.inf)
     np.minimum.at(lo_b, srow, np.minimum(p0, p1))
     np.maximum.at(hi_b, srow, np.maximum(p0, p1))
-    cnt = qn[pinv]
-    r = np.repeat(np.arange(n), cnt)
-    sidx = np.repeat(qs[pinv], cnt) + (np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+    plo = np.full((len(upoly), 2), np.inf)
+    phi = np.full((len(upoly), 2), -np.inf)
+    np.minimum.at(plo, pinv, lo_b)
+    np.maximum.at(phi, pinv, hi_b)
+    vpoly = part_of[ring_of[oi]]
+    ox, oy = oxy[:, 0], oxy[:, 1]
+    vp = vpoly[:-1]
+    same = (oi[1:] == oi[:-1]) \
+        & (np.minimum(ox[:-1], ox[1:]) <= phi[vp, 0]) & (np.maximum(ox[:-1], ox[1:]) >= plo[vp, 0]) \
+        & (np.minimum(oy[:-1], oy[1:]) <= phi[vp, 1]) & (np.maximum(oy[:-1], oy[1:]) >= plo[vp, 1])
+    same = np.flatnonzero(same)
+    q0, q1, qpoly = oxy[same], oxy[same + 1], vpoly[same]
+    # ... each with the rows of its polygon
+    by_poly = np.argsort(pinv, kind="stable")
+    rs = np.searchsorted(pinv[by_poly], np.arange(len(upoly)))
+    cnt = np.searchsorted(pinv[by_poly], np.arange(len(upoly)), side="right")[qpoly] - rs[qpoly]
+    sidx = np.repeat(np.arange(len(same)), cnt)
+    r = by_poly[np.repeat(rs[qpoly], cnt) + (np.arange(int(cnt.sum()))
+                                              - np.repeat(np.cumsum(cnt) - cnt, cnt))]
     qlo, qhi = np.minimum(q0[sidx], q1[sidx]), np.maximum(q0[sidx], q1[sidx])
     meet = ((qlo <= hi_b[r]) & (qhi >= lo_b[r])).all(axis=1)
     r, sidx = r[meet], sidx[meet]
