@@ -830,31 +830,6 @@ class _Along:
         self._memo.update(zip(zip(s0, s1), d))
         return d
 
-    def substrings(self, s0: list[float], s1: list[float]) -> tuple[np.ndarray, np.ndarray]:
-        """The coordinates of the parts between ``s0[k]`` < ``s1[k]``, in one array.
-
-        Each part is its interpolated start, the vertices strictly between (the
-        cumulative distances never decrease: found by binary search) and its end.
-        Returns the (n, 2) coordinates and the part each belongs to, ready for one
-        ``shapely.linestrings`` call (a call per part costs ~60 µs, mostly fixed).
-        """
-        cum = self.cum
-        lo = np.searchsorted(cum, s0, "right")
-        n_in = np.maximum(np.searchsorted(cum, s1) - lo, 0)
-        ends = np.concatenate([s0, s1])
-        ex, ey = np.interp(ends, cum, self.x), np.interp(ends, cum, self.y)
-        k = len(lo)
-        size = n_in + 2
-        part = np.repeat(np.arange(k), size)
-        pos = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)  # 0..size-1
-        vert = np.repeat(lo - 1, size) + pos  # vertex for the inner positions
-        first, last = pos == 0, pos == np.repeat(size - 1, size)
-        vert = np.where(first | last, 0, vert)
-        x, y = self.x[vert], self.y[vert]
-        x[first], y[first] = ex[:k], ey[:k]
-        x[last], y[last] = ex[k:], ey[k:]
-        return np.column_stack([x, y]), part
-
 
 def _extent(r: Run, line: _Along | None) -> float:
     """Straight-line distance between the ends of a run (its reach over the ground).
@@ -1304,14 +1279,18 @@ def crossing_positions(lines: np.ndarray, s: np.ndarray, lo: np.ndarray, hi: np.
 
 
 class _Paths:
-    """Lines as flat coordinate arrays with each vertex's distance along its line,
-    for points and pieces at given distances (numpy, all lines in one call)."""
+    """Lines as flat coordinate arrays with each vertex's distance along its line:
+    points and pieces at given distances, for many lines in one numpy call.
+
+    The values are ``np.interp``'s on each line's own distances (the same
+    arithmetic: a chain's pieces are the same to the bit whichever call cut them).
+    """
 
     def __init__(self, lines: np.ndarray) -> None:
         xy, li = shapely.get_coordinates(lines, return_index=True)
         seg = np.hypot(*np.diff(xy, axis=0).T)
-        start = np.r_[0, np.flatnonzero(li[1:] != li[:-1]) + 1]
-        end = np.r_[start[1:], len(li)]
+        start = np.r_[0, np.flatnonzero(li[1:] != li[:-1]) + 1] if len(li) else np.zeros(0, int)
+        end = np.r_[start[1:], len(li)].astype(np.int64)
         cum = np.zeros(len(li))
         for a, b in zip(start.tolist(), end.tolist()):  # each line's own sums, as _Along's
             cum[a + 1:b] = np.cumsum(seg[a:b - 1])
@@ -1320,18 +1299,43 @@ class _Paths:
         # their real part, then their imaginary part
         self.key = li + 1j * cum
 
-    def segment(self, line: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """The first vertex of the segment holding distance ``t`` of each line."""
-        j = np.searchsorted(self.key, line + 1j * t, side="right") - 1
-        return np.clip(j, self.start[line], np.maximum(self.end[line] - 2, self.start[line]))
+    def _after(self, line: np.ndarray, t: np.ndarray, side: str) -> np.ndarray:
+        """The first vertex of each line beyond distance ``t`` (``side="right"``), or
+        at or beyond it (``"left"``), as ``np.searchsorted`` on that line's distances."""
+        return np.searchsorted(self.key, line + 1j * t, side=side)
 
     def at(self, line: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """The points at distances ``t`` along ``line`` (indices of the lines)."""
-        j = self.segment(line, t)
-        j1 = np.minimum(j + 1, self.end[line] - 1)
-        span = self.cum[j1] - self.cum[j]
-        f = np.divide(t - self.cum[j], span, out=np.zeros(len(t)), where=span > 0)
-        return self.xy[j] + (self.xy[j1] - self.xy[j]) * f[:, None]
+        """The points at distances ``t`` along lines ``line``: ``np.interp(t, cum, x)``
+        (and ``y``) of each line, to the bit."""
+        s0, e0 = self.start[line], self.end[line]
+        j = np.clip(self._after(line, t, "right") - 1, s0, e0 - 1)
+        j1 = np.minimum(j + 1, e0 - 1)
+        c0, c1 = self.cum[j], self.cum[j1]
+        x0, x1 = self.xy[j], self.xy[j1]
+        inner = (j < e0 - 1) & (t > c0) & (t >= self.cum[s0])
+        slope = (x1 - x0) / np.where(inner, c1 - c0, 1.0)[:, None]
+        out = np.where(inner[:, None], slope * (t - c0)[:, None] + x0, x0)
+        return np.where((t >= self.cum[e0 - 1])[:, None], self.xy[e0 - 1], out)
+
+    def pieces(self, line: np.ndarray, t0: np.ndarray, t1: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The parts of lines ``line`` between ``t0[k]`` < ``t1[k]``, in one array.
+
+        Each part is its interpolated start, the vertices strictly between and
+        its end. Returns the (n, 2) coordinates, the part each belongs to (in
+        order: ready for one ``shapely.linestrings`` call) and each one's
+        distance along its line.
+        """
+        lo = self._after(line, t0, "right")
+        size = np.maximum(self._after(line, t1, "left") - lo, 0) + 2
+        part = np.repeat(np.arange(len(lo)), size)
+        pos = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
+        first, last = pos == 0, pos == np.repeat(size - 1, size)
+        vert = np.where(first | last, 0, np.repeat(lo - 1, size) + pos)
+        xy, d = self.xy[vert], self.cum[vert]
+        xy[first], d[first] = self.at(line, t0), t0
+        xy[last], d[last] = self.at(line, t1), t1
+        return xy, part, d
 
 
 def _outline_crossings(path: _Paths, line: np.ndarray, t0: np.ndarray, t1: np.ndarray,
@@ -1344,19 +1348,9 @@ def _outline_crossings(path: _Paths, line: np.ndarray, t0: np.ndarray, t1: np.nd
     """
     n = len(line)
     first, last = np.full(n, np.nan), np.full(n, np.nan)
-    # the pieces: their start, the vertices strictly between, their end
-    j0 = path.segment(line, t0) + 1
-    j1 = np.maximum(path.segment(line, t1) + 1, j0)
-    inner = j1 - j0
-    size = inner + 2
-    row = np.repeat(np.arange(n), size)
-    pos = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
-    vert = np.repeat(j0 - 1, size) + pos
-    pxy = path.xy[np.clip(vert, 0, len(path.xy) - 1)]
-    pd_ = path.cum[np.clip(vert, 0, len(path.cum) - 1)]
-    head, tail = pos == 0, pos == np.repeat(size - 1, size)
-    pxy[head], pd_[head] = path.at(line, t0), t0
-    pxy[tail], pd_[tail] = path.at(line, t1), t1
+    # the pieces, and each vertex's distance along its line
+    pxy, row, pd_ = path.pieces(line, t0, t1)
+    tail = np.r_[row[1:] != row[:-1], True]
     seg = np.flatnonzero(~tail)  # segment k: pxy[k] -> pxy[k + 1], of row row[k]
     if len(seg) == 0:
         return first, last
@@ -1510,19 +1504,16 @@ def _boundary_frame(chains: list[Chain], cty, crs) -> gpd.GeoDataFrame:
     for i, (c, _, _) in enumerate(pieces):
         on_chain[c.cid].append(i)
     idx_of = list(on_chain.values())
-    along = _Along.for_lines(np.array([pieces[idx[0]][0].geometry for idx in idx_of],
-                                      dtype=object))
-    xy_all, part_all = [], []
-    for k, idx in enumerate(idx_of):
-        xy, part = along(k).substrings([pieces[i][2].start for i in idx],
-                                       [pieces[i][2].end for i in idx])
-        xy_all.append(xy)
-        part_all.append(np.asarray(idx)[part])
     lines = np.empty(len(pieces), dtype=object)
     if pieces:
-        part_all = np.concatenate(part_all)
-        order = np.argsort(part_all, kind="stable")
-        lines[:] = shapely.linestrings(np.concatenate(xy_all)[order], indices=part_all[order])
+        path = _Paths(np.array([pieces[idx[0]][0].geometry for idx in idx_of], dtype=object))
+        which = np.concatenate([np.asarray(idx) for idx in idx_of])
+        chain = np.repeat(np.arange(len(idx_of)), [len(idx) for idx in idx_of])
+        xy, part, _ = path.pieces(chain, np.array([pieces[i][2].start for i in which.tolist()]),
+                                  np.array([pieces[i][2].end for i in which.tolist()]))
+        part = which[part]
+        order = np.argsort(part, kind="stable")
+        lines[:] = shapely.linestrings(xy[order], indices=part[order])
     recs, geoms = [], []
     for members in groups.values():
         c0, _, r0 = pieces[members[0]]

@@ -1049,27 +1049,44 @@ def test_along_for_many_lines_equals_one_per_line():
 
 
 @hsettings(max_examples=40, deadline=None)
-@given(seed=hs.integers(0, 2**32 - 1), at_vertex=hs.booleans())
-def test_along_substrings_match_shapely(seed, at_vertex):
-    # the parts of a line between pairs of distances: the vertices strictly between, and
-    # the two interpolated ends (repeated vertices and ends on a vertex included)
-    from basins.sections import _Along
+@given(seed=hs.integers(0, 2**32 - 1), at_vertex=hs.booleans(), n_lines=hs.integers(1, 4))
+def test_paths_pieces_and_points_match_interp_and_shapely(seed, at_vertex, n_lines):
+    # several lines in one call: the points are np.interp's on each line's own
+    # distances to the bit (before the start and past the end too); the parts
+    # between pairs of distances are the vertices strictly between and the two
+    # interpolated ends (repeated vertices and ends on a vertex included)
+    from basins.sections import _Along, _Paths
     rng = np.random.default_rng(seed)
-    xy = np.cumsum(rng.normal(0, 100, (int(rng.integers(2, 12)), 2)), axis=0)
-    xy = np.repeat(xy, rng.integers(1, 3, len(xy)), axis=0)  # some vertices twice
-    line = shapely.LineString(xy)
-    along = _Along(line)
-    pick = (lambda: rng.choice(along.cum, 2)) if at_vertex else \
-        (lambda: rng.uniform(0, line.length, 2))
-    pairs = [sorted(pick().tolist()) for _ in range(int(rng.integers(1, 5)))]
-    xy_parts, part = along.substrings([p[0] for p in pairs], [p[1] for p in pairs])
-    for k, (s0, s1) in enumerate(pairs):  # several parts in one call, each as alone
-        got = shapely.linestrings(xy_parts[part == k])
-        alone, _ = along.substrings([s0], [s1])
-        assert np.array_equal(alone, xy_parts[part == k])
-        inner = np.flatnonzero((along.cum > s0) & (along.cum < s1))  # the plain rule
+    lines = []
+    for _ in range(n_lines):
+        xy = np.cumsum(rng.normal(0, 100, (int(rng.integers(2, 12)), 2)), axis=0)
+        lines.append(shapely.LineString(np.repeat(xy, rng.integers(1, 3, len(xy)), axis=0)))
+    paths = _Paths(np.array(lines, dtype=object))
+    which, t0, t1 = [], [], []
+    for k, line in enumerate(lines):
+        cum = _Along(line).cum
+        assert paths.cum[paths.start[k]:paths.end[k]].tolist() == cum.tolist()
+        pick = (lambda: rng.choice(cum, 2)) if at_vertex else \
+            (lambda: rng.uniform(0, line.length, 2))
+        for _ in range(int(rng.integers(1, 4))):
+            a, b = sorted(pick().tolist())
+            which.append(k), t0.append(a), t1.append(b)
+        t = np.r_[rng.uniform(-50, line.length + 50, 20), cum]
+        xy = shapely.get_coordinates(line)
+        got = paths.at(np.full(len(t), k), t)
+        assert np.array_equal(got[:, 0], np.interp(t, cum, xy[:, 0]))
+        assert np.array_equal(got[:, 1], np.interp(t, cum, xy[:, 1]))
+    which, t0, t1 = np.array(which), np.array(t0), np.array(t1)
+    xy_parts, part, dist = paths.pieces(which, t0, t1)
+    assert (np.diff(part) >= 0).all()
+    for m in range(len(which)):
+        line, s0, s1 = lines[which[m]], t0[m], t1[m]
+        cum, xy = _Along(line).cum, shapely.get_coordinates(line)
+        got = shapely.linestrings(xy_parts[part == m])
+        inner = np.flatnonzero((cum > s0) & (cum < s1))  # the plain rule
         assert len(shapely.get_coordinates(got)) == len(inner) + 2
         assert np.array_equal(shapely.get_coordinates(got)[1:-1], xy[inner])
+        assert dist[part == m].tolist() == [s0, *cum[inner].tolist(), s1]
         want = shapely.ops.substring(line, s0, s1)
         assert abs(got.length - want.length) < 1e-6
         assert shapely.hausdorff_distance(got, want) < 1e-6
