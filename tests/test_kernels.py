@@ -1372,9 +1372,8 @@ def test_crossing_positions_find_the_passage_nearest_the_guess(seed, wiggles, ne
     gaps = sorted(abs(p - guess) for p in into_b)
     assume(len(gaps) == 1 or gaps[1] - gaps[0] > 50.0)  # no near-tie (a 10 m grid)
     want = min(into_b, key=lambda p: abs(p - guess))
-    got = crossing_positions(np.array([line], dtype=object), np.array([guess]), np.array([0.0]),
-                             np.array([line.length]), np.array([a], dtype=object),
-                             np.array([b], dtype=object), 10.0)[0]
+    got = crossing_positions(np.array([line], dtype=object), [0], [guess], [0.0], [line.length],
+                             np.array([a, b], dtype=object), [0], [1], 10.0)[0]
     assert abs(got - want) < 1e-6
     assert border.distance(line.interpolate(got)) < 1e-6
 
@@ -1383,16 +1382,16 @@ def test_crossing_positions_find_the_passage_nearest_the_guess(seed, wiggles, ne
 def test_crossing_positions_split_a_gap_or_an_overlap_in_the_middle(gap):
     # A ends at 10 km - gap/2 and B starts at 10 km + gap/2 (an overlap when gap < 0):
     # a straight line across passes at the middle, 10 km; a line that never
-    # reaches B, or looks only where it is still in A, has no passage (NaN)
+    # reaches B, or looks only where it is still in A, has no passage (NaN); the
+    # other way round (from B into A) the line passes at the middle too
     from basins.sections import crossing_positions
     a = shapely.box(0, 0, 10_000 + (-gap / 2), 20_000)
     b = shapely.box(10_000 + gap / 2, 0, 20_000, 20_000)
     lines = np.array([shapely.LineString([(1000, 5000), (19_000, 5000)]),
                       shapely.LineString([(1000, 5000), (9000, 7000)]),
-                      shapely.LineString([(1000, 5000), (19_000, 5000)])], dtype=object)
-    got = crossing_positions(lines, np.array([7000.0, 3000.0, 2000.0]), np.zeros(3),
-                             np.array([18_000.0, lines[1].length, 4000.0]),
-                             np.array([a, a, a], dtype=object), np.array([b, b, b], dtype=object),
-                             300.0)
-    assert abs(got[0] - 9000.0) < 1e-9
+                      shapely.LineString([(19_000, 5000), (1000, 5000)])], dtype=object)
+    got = crossing_positions(lines, [0, 1, 0, 2], [7000.0, 3000.0, 2000.0, 7000.0], np.zeros(4),
+                             [18_000.0, lines[1].length, 4000.0, 18_000.0],
+                             np.array([a, b], dtype=object), [0, 0, 0, 1], [1, 1, 1, 0], 300.0)
+    assert abs(got[0] - 9000.0) < 1e-9 and abs(got[3] - 9000.0) < 1e-9
     assert np.isnan(got[1]) and np.isnan(got[2])
