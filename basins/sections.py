@@ -16,10 +16,12 @@ How it works
    node: ``crossing`` (A → B), ``joins_border`` (A → A|B), ``leaves_border``
    (A|B → B) and ``border_change`` (A|B → A|C). A border side has two parties,
    the left and right bank looking downstream, with shares 1/2 each.
-5. A crossing inside a chain is then placed where the river passes from A into
-   B (on their border, or in the middle of a gap or overlap between them), the
-   passage nearest the label change; the other kinds stay at the label change
-   (where the river comes within, or goes beyond, ``boundary_tolerance_m``).
+5. A crossing is then placed where the river passes from A into B (on their
+   border, or in the middle of a gap or overlap between them), the passage
+   nearest the label change; one at a confluence may lie just above it (on the
+   incoming river) or below it, and stays the confluence's section for
+   navigation. The other kinds stay at the label change (where the river comes
+   within, or goes beyond, ``boundary_tolerance_m``).
 
 The result is a :class:`Discovery` holding the ``sections``, ``boundary_rivers``,
 ``reaches`` and ``qa`` layers, the flow graph and the section graph for navigation.
@@ -1124,7 +1126,8 @@ def _sections_of_chains(chains, net, cty_used, pc_arrays, crs, settings=st.DEFAU
     by_u: dict[str, list[Chain]] = defaultdict(list)
     for c in chains:
         by_u[c.u].append(c)
-    seen_node = set()
+    seen_node: dict[tuple, int] = {}  # one section per (node, labels, outgoing chain)
+    node_crossings: list[tuple[int, tuple]] = []  # (row, its key)
     for ci in chains:
         for co in by_u[ci.v]:
             if not ci.runs or not co.runs:
@@ -1134,16 +1137,25 @@ def _sections_of_chains(chains, net, cty_used, pc_arrays, crs, settings=st.DEFAU
                 continue
             key = (ci.v, r1.label, r2.label, co.cid)
             if key in seen_node:
+                seen_node[key] += 1  # another incoming chain shares the section
                 continue
-            seen_node.add(key)
+            seen_node[key] = 1
             add(co, 0.0, r1, r2, ci.river or co.river, ci.v, ci.cid)
+            if not r1.is_pair and not r2.is_pair:
+                node_crossings.append((len(rows) - 1, key))
 
     if crossings:
         _place_crossings(rows, crossings, chains, cty_used, settings, edge_flags)
-    # the points, in one call (the very values of a scalar interpolate per row)
+    if node_crossings:  # (after: the in-chain ones bound their windows)
+        _place_node_crossings(rows, [(i, seen_node[key] == 1) for i, key in node_crossings],
+                              chains, cty_used, settings, edge_flags)
+    # the points, in one call (the very values of a scalar interpolate per row); a
+    # crossing at a confluence may lie on another chain than the one it is on for
+    # navigation (its "_at")
+    at_of = [r.get("_at", (r["_chain"], r["_s"])) for r in rows]
     at = shapely.line_interpolate_point(
-        np.array([chains[r["_chain"]].geometry for r in rows], dtype=object),
-        np.array([r["_s"] for r in rows], dtype=float))
+        np.array([chains[c].geometry for c, _ in at_of], dtype=object),
+        np.array([s for _, s in at_of], dtype=float))
     for r, pt in zip(rows, at):
         r["geometry"] = pt
     sections = _sections_frame(rows, cty_used, crs)
@@ -1194,6 +1206,57 @@ def _place_crossings(rows: list[dict], crossings: list[tuple[int, Run, Run]], ch
         r["_s"] = r1.end = r2.start = x
         r["reach_id"] = _reach_at(chains[r["_chain"]], x)
         r["flags"] = edge_flags.get(r["reach_id"], "")
+
+
+def _place_node_crossings(rows: list[dict], nodes: list[tuple[int, bool]], chains,
+                          cty_used: gpd.GeoDataFrame, settings: st.Settings,
+                          edge_flags: dict) -> None:
+    """Put the point of each crossing at a confluence where its river crosses the
+    border (in place).
+
+    Such a section is found where the last run of an incoming chain and the first
+    run of the outgoing chain have different labels, and sat at the node, up to a
+    whole short run from the border (nationally 5 sections, 0.1 to 5.4 km away;
+    4 now lie on the border, 1 in a 46 m gap between the two counties). The passage from the upstream county into the downstream one
+    (:func:`crossing_positions`) is looked for on the outgoing chain after the
+    node, and on the incoming chain before it when that chain is the only one the
+    section stands for (``nodes``: row, and whether it is alone), each within
+    ``min_boundary_run_m + sample_step_m`` of the node (a short run at a chain's
+    end is taken whole by its neighbour, not split, so the border may lie up to a
+    whole short run away) and within half the run on that side (so it stays
+    before the chain's next section, or after its last); the one nearer the node
+    is taken. Only the point and its reach move: for navigation
+    (:meth:`Discovery.downstream_sections`, ``counties_draining_to``) the section
+    stays at the node. With no passage near, it stays at the node.
+    """
+    reach = settings.min_boundary_run_m + settings.sample_step_m
+    req = []  # (node crossing, chain, distance of the node along it, lo, hi)
+    for m, (i, alone) in enumerate(nodes):
+        r = rows[i]
+        co, ci = chains[r["_chain"]], chains[r["_via"]]
+        r2, r1 = co.runs[0], ci.runs[-1]
+        req.append((m, co.cid, 0.0, 0.0, min(reach, (r2.start + r2.end) / 2)))
+        if alone:
+            end = r1.end  # the chain's length
+            req.append((m, ci.cid, end, max(end - reach, (r1.start + r1.end) / 2), end))
+    cid, line = np.unique([q[1] for q in req], return_inverse=True)
+    at = crossing_positions(np.array([chains[c].geometry for c in cid.tolist()], dtype=object),
+                            line.ravel(), np.array([q[2] for q in req]),
+                            np.array([q[3] for q in req]), np.array([q[4] for q in req]),
+                            np.asarray(cty_used.geometry.array, dtype=object),
+                            np.array([rows[nodes[q[0]][0]]["_up"][0] for q in req]),
+                            np.array([rows[nodes[q[0]][0]]["_down"][0] for q in req]),
+                            settings.sample_step_m)
+    best: dict[int, tuple[float, int, float]] = {}
+    for (m, c, s0, _, _), x in zip(req, at.tolist()):
+        if not np.isnan(x) and (m not in best or abs(x - s0) < best[m][0]):
+            best[m] = (abs(x - s0), c, x)
+    for m, (_, c, x) in best.items():
+        r = rows[nodes[m][0]]
+        r["_at"] = (c, x)
+        r["reach_id"] = _reach_at(chains[c], x)
+        r["flags"] = edge_flags.get(r["reach_id"], "") or \
+            edge_flags.get(chains[r["_via"]].reach_ids[-1], "")
 
 
 def crossing_positions(lines: np.ndarray, line: np.ndarray, s: np.ndarray, lo: np.ndarray,
@@ -1269,9 +1332,14 @@ def crossing_positions(lines: np.ndarray, line: np.ndarray, s: np.ndarray, lo: n
     on = line[qi]
     m = len(qi)
     # the first crossing of up's outline after the last point in it, and the last
-    # crossing of down's before the first point in it
+    # crossing of down's before the first point in it; each piece reaches a hair
+    # beyond the test point at its far end, which may lie on the outline itself (in
+    # neither polygon, its crossing then rounds to just outside the piece)
+    eps = 1e-6 * step
+    total = path.cum[path.end[on] - 1]
     cross = _outline_crossings(path, np.concatenate([on, on]),
-                               np.concatenate([t[a], t[b - 1]]), np.concatenate([t[a + 1], t[b]]),
+                               np.concatenate([t[a], np.maximum(t[b - 1] - eps, 0.0)]),
+                               np.concatenate([np.minimum(t[a + 1] + eps, total), t[b]]),
                                polys, np.concatenate([up[qi], down[qi]]))
     leave = np.where(np.isnan(cross[0][:m]), t[a], cross[0][:m])
     enter = np.where(np.isnan(cross[1][m:]), t[b], cross[1][m:])

@@ -139,16 +139,16 @@ def test_dongjiang_flows_south_through_the_fengshuba_reservoir(jiangxi):
 
 
 def _crossings_off_the_border(res) -> list[tuple[str, float, bool]]:
-    """Crossing sections inside a chain (not at a junction, not across a water body drawn
-    only as an area): their distance from the farther of their two counties' outlines,
-    and whether some county holds the point."""
+    """Crossing sections (not those across a water body drawn only as an area): their
+    distance from the farther of their two counties' outlines, and whether some
+    county holds the point."""
     from basins.read import project_gdf
     cty = res.counties.set_index("county_id").geometry
     every = np.asarray(res.counties.geometry.array, dtype=object)
     sec = project_gdf(res.sections, res.counties.crs)
     out = []
     for s in sec[sec.kind == "crossing"].itertuples():
-        if res._section_pos[s.section_id][2] is not None or "approximate" in s.flags:
+        if "approximate" in s.flags:
             continue
         d = max(cty[s.upstream_ids].boundary.distance(s.geometry),
                 cty[s.downstream_ids].boundary.distance(s.geometry))

@@ -8,7 +8,7 @@ import numpy as np
 import shapely
 import shapely.affinity
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as hst
+from hypothesis import HealthCheck, example, given, settings, strategies as hst
 
 from basins.read import rivers_from_gdf
 from basins.synthetic import CRS, make_basin
@@ -448,3 +448,53 @@ def test_crossings_lie_on_the_border_they_cross(seed, n_meanders):
         on_truth += d < 1e-6
     # the meandering ones' truth point is a vertex of the zigzag, off the border
     assert on_truth >= len(straight) - n_meanders
+
+
+@settings(max_examples=10, deadline=None)
+@given(dx=hst.one_of(hst.floats(-5_500, -600), hst.floats(600, 5_500)), rot=hst.floats(0, 360),
+       flip=hst.lists(hst.booleans(), min_size=7, max_size=7))
+@example(dx=-5_500.0, rot=112.5, flip=[False] * 7)  # a test point on the border itself
+def test_a_crossing_at_a_confluence_lies_on_the_border(dx, rot, flip):
+    """SYNTHETIC: a river passes from county A into B (their border at x = 40 km)
+    and a tributary joins it dx from the border, on the county side it stays in.
+    The short stretch between border and confluence is too short to keep its own
+    label, so the crossing is found at the confluence; its point goes on the
+    border, on the incoming river (confluence in B) or the outgoing one (in A),
+    and navigation still has it at the confluence. Before, it sat at the
+    confluence, |dx| off."""
+    from basins.discover import discover
+    from basins.read import counties_from_gdf
+
+    def turned(g):
+        return shapely.affinity.rotate(g, rot, origin=(40_000, 20_000))
+
+    a, b = shapely.box(0, 0, 40_000, 40_000), shapely.box(40_000, 0, 80_000, 40_000)
+    counties = gpd.GeoDataFrame({"county_id": ["A", "B"], "county": ["甲", "乙"],
+                                 "city": ["c1", "c2"], "province": ["p", "p"]},
+                                geometry=[turned(a), turned(b)], crs=CRS)
+    node = (40_000 + dx, 20_000)
+    up_xs = [5_000, 15_000, 25_000, node[0]]  # (the confluence: 34.5-45.5 km)
+    down_xs = [node[0], 50_000, 62_000, 75_000]
+    main = [shapely.LineString([(x0, 20_000), (x1, 20_000)])
+            for xs in (up_xs, down_xs) for x0, x1 in zip(xs[:-1], xs[1:])]
+    side = 1 if dx > 0 else -1  # the tributary stays in the confluence's county
+    trib = shapely.LineString([(node[0] + side * 9_000, 34_000), node])
+    lines = [turned(g) for g in main + [trib]]
+    lines = [shapely.reverse(g) if f else g for g, f in zip(lines, flip)]
+    rivers = gpd.GeoDataFrame({"NAME": ["main"] * len(main) + ["trib"]}, geometry=lines, crs=CRS)
+    outlet = gpd.GeoDataFrame(geometry=[turned(shapely.Point(75_000, 20_000))], crs=CRS)
+    result = discover(rivers_from_gdf(rivers, "NAME"),
+                      counties_from_gdf(counties, "county_id", "county", "city", "province"),
+                      orientation="outlets", outlets=outlet)
+    sec = result.sections.to_crs(CRS)
+    assert sec[["kind", "upstream_ids", "downstream_ids", "river"]].values.tolist() == [
+        ["crossing", "A", "B", "main"]]
+    border = turned(shapely.LineString([(40_000, 0), (40_000, 40_000)]))
+    assert border.distance(sec.geometry.iloc[0]) < 1e-6
+    assert turned(shapely.Point(40_000, 20_000)).distance(sec.geometry.iloc[0]) < 1e-6
+    # its reach is the one it lies on; for navigation it is the confluence's section
+    reach = result.reaches.set_index("reach_id").to_crs(CRS).geometry[sec.reach_id.iloc[0]]
+    assert reach.distance(sec.geometry.iloc[0]) < 1e-6
+    sid = sec.section_id.iloc[0]
+    assert result._section_pos[sid][2] is not None  # reached via the incoming chain
+    assert result.counties_draining_to(sid) == ["A"]
