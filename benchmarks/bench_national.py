@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -73,6 +74,37 @@ def _read() -> tuple:
     return reg, total, two
 
 
+def _machine() -> tuple[float, float, float] | None:
+    """CPU seconds the whole machine has spent busy and stolen (by the hypervisor),
+    from ``/proc/stat`` (Linux; None elsewhere), and this process's own CPU seconds."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = sum(v[:3]) + sum(v[5:8])  # user nice system, irq softirq steal
+    return busy / hz, v[7] / hz, time.process_time()
+
+
+def _others(before, after, wall: float) -> dict:
+    """The machine's load beside this process between two :func:`_machine` samples:
+    other work and steal, in cores (CPU seconds per second of wall time)."""
+    if before is None or after is None or wall <= 0:
+        return {}
+    busy, steal, own = (b - a for a, b in zip(before, after))
+    return {"own": own / wall, "others": max(busy - own, 0.0) / wall, "steal": steal / wall}
+
+
+def _load(samples: list[dict]) -> str:
+    """Median own cores, other work and steal over runs, as one line."""
+    if not samples or not all(samples):
+        return "n/a (no /proc/stat)"
+    med = {k: statistics.median(s[k] for s in samples) for k in ("own", "others", "steal")}
+    return (f"own {med['own']:.2f} cores, other work {med['others']:.2f} cores, "
+            f"steal {med['steal']:.2f} (medians; jiffies of 1/{os.sysconf('SC_CLK_TCK')} s)")
+
+
 def _cold() -> None:
     """In a fresh process: time the first read and the first discovery; print JSON."""
     reg, read_s, read_two = _read()
@@ -85,12 +117,15 @@ def _cold() -> None:
             stages[last[1]] = now - last[0]
         last[0], last[1] = now, msg
 
+    m0 = _machine()
     t1 = time.perf_counter()
     res = discover(reg.rivers, reg.counties, reg.water, reg.dem, progress=tick)
     disc_s = time.perf_counter() - t1
+    load = _others(m0, _machine(), disc_s)
     tick("end")
     print(json.dumps({"read": read_s, "read_two": read_two, "discovery": disc_s, "stages": stages,
-                      "sections": len(res.sections), "boundary": len(res.boundary_rivers)}))
+                      "sections": len(res.sections), "boundary": len(res.boundary_rivers),
+                      "load": load}))
 
 
 def main() -> None:
@@ -114,14 +149,16 @@ def main() -> None:
     cold_two = statistics.median(c["read_two"] for c in colds)
     cold_disc = statistics.median(c["discovery"] for c in colds)
     discover(reg.rivers, reg.counties, reg.water, reg.dem)  # this process's first: untimed
-    reads, twos, warm = [], [], []
+    reads, twos, warm, loads = [], [], [], []
     for _ in range(repeat):
         reg, read_s, read_two = _read()
         reads.append(read_s)
         twos.append(read_two)
+        m0 = _machine()
         t1 = time.perf_counter()
         discover(reg.rivers, reg.counties, reg.water, reg.dem)
         warm.append(time.perf_counter() - t1)
+        loads.append(_others(m0, _machine(), warm[-1]))
     warm_read, warm_disc = statistics.median(reads), statistics.median(warm)
     warm_two = statistics.median(twos)
     print(f"machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}")
@@ -148,6 +185,10 @@ def main() -> None:
           f"({cold_r[0]:.2f}-{cold_r[-1]:.2f}x over {len(cold_r)} processes), warm "
           f"{statistics.median(warm_r):.2f}x median ({warm_r[0]:.2f}-{warm_r[-1]:.2f}x over "
           f"{len(warm_r)} repeats)")
+    # discovery is meant for two cores: other work on the machine (or the host
+    # stealing time) during it moves the ratio, the single-threaded read far less
+    print(f"machine load during discovery (2 cores: {os.cpu_count()} seen): cold "
+          f"{_load([c.get('load') for c in colds])}; warm {_load(loads)}")
 
 
 if __name__ == "__main__":
