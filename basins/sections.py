@@ -20,8 +20,10 @@ How it works
    border, or in the middle of a gap or overlap between them), the passage
    nearest the label change; one at a confluence may lie just above it (on the
    incoming river) or below it, and stays the confluence's section for
-   navigation. The other kinds stay at the label change (where the river comes
-   within, or goes beyond, ``boundary_tolerance_m``).
+   navigation. Its flags say when no passage is seen near, or when the passage
+   runs far through neither county (a third county, named). The other kinds stay
+   at the label change (where the river comes within, or goes beyond,
+   ``boundary_tolerance_m``).
 
 The result is a :class:`Discovery` holding the ``sections``, ``boundary_rivers``,
 ``reaches`` and ``qa`` layers, the flow graph and the section graph for navigation.
@@ -1158,6 +1160,7 @@ def _sections_of_chains(chains, net, cty_used, pc_arrays, crs, settings=st.DEFAU
         np.array([s for _, s in at_of], dtype=float))
     for r, pt in zip(rows, at):
         r["geometry"] = pt
+    _note_passages(rows, at, cty_used, settings)
     sections = _sections_frame(rows, cty_used, crs)
     for r, sid in zip(rows, sections["_rowid_sid"]):
         pos[sid] = (r["_chain"], r["_s"], r["_via"])
@@ -1181,7 +1184,9 @@ def _place_crossings(rows: list[dict], crossings: list[tuple[int, Run, Run]], ch
     of where it was and within the runs on either side (a run between two
     crossings is shared at its middle), so the sections keep their order along
     the chain. The two runs then meet there, and the section's reach is the one
-    there. A crossing with no such passage near it stays where it was.
+    there. A crossing with no such passage near it stays where it was, flagged
+    (:func:`_not_seen`); a long passage through neither county is flagged later,
+    once the points are known (:func:`_note_passages`).
     """
     k = [c[0] for c in crossings]
     s = np.array([rows[i]["_s"] for i in k])
@@ -1194,18 +1199,57 @@ def _place_crossings(rows: list[dict], crossings: list[tuple[int, Run, Run]], ch
     reach = settings.min_boundary_run_m / 2 + settings.sample_step_m
     lo, hi = np.maximum(lo, s - reach), np.minimum(hi, s + reach)
     cid, line = np.unique([rows[i]["_chain"] for i in k], return_inverse=True)
-    at = crossing_positions(np.array([chains[c].geometry for c in cid.tolist()], dtype=object),
-                            line.ravel(), s, lo, hi,
-                            np.asarray(cty_used.geometry.array, dtype=object),
-                            np.array([rows[i]["_up"][0] for i in k]),
-                            np.array([rows[i]["_down"][0] for i in k]), settings.sample_step_m)
-    for (i, r1, r2), x in zip(crossings, at.tolist()):
-        if np.isnan(x):
-            continue  # no passage from one into the other near it: left where it was
+    leave, enter = crossing_spans(
+        np.array([chains[c].geometry for c in cid.tolist()], dtype=object), line.ravel(), s, lo,
+        hi, np.asarray(cty_used.geometry.array, dtype=object),
+        np.array([rows[i]["_up"][0] for i in k]), np.array([rows[i]["_down"][0] for i in k]),
+        settings.sample_step_m)
+    for (i, r1, r2), a, b in zip(crossings, leave.tolist(), enter.tolist()):
         r = rows[i]
-        r["_s"] = r1.end = r2.start = x
-        r["reach_id"] = _reach_at(chains[r["_chain"]], x)
+        if np.isnan(a):  # no passage from one into the other near it: left where it was
+            r["flags"] = _with_note(r["flags"], _not_seen(reach))
+            continue
+        r["_s"] = r1.end = r2.start = (a + b) / 2
+        r["_span"] = (a, b)
+        r["reach_id"] = _reach_at(chains[r["_chain"]], r["_s"])
         r["flags"] = edge_flags.get(r["reach_id"], "")
+
+
+def _with_note(flag: str, note: str) -> str:
+    return "; ".join(x for x in (flag, note) if x)
+
+
+def _not_seen(reach: float) -> str:
+    """The flag of a crossing left where its labels change (no passage near)."""
+    return ("location approximate: the river is not seen passing from the upstream county "
+            f"into the downstream one within {reach:.0f} m of here (a third county, or land "
+            "outside the layer, may lie between them)")
+
+
+def _note_passages(rows: list[dict], points: np.ndarray, cty_used: gpd.GeoDataFrame,
+                   settings: st.Settings) -> None:
+    """Flag the crossings placed half-way along a passage through neither of their
+    counties longer than ``sample_step_m`` (``_span``: leave, enter), naming what
+    holds their point: a third county the smoothing absorbed (it may be a party
+    the 1:4M scale hides), or land in no county of the layer (in place)."""
+    k = [j for j, r in enumerate(rows)
+         if "_span" in r and r["_span"][1] - r["_span"][0] > settings.sample_step_m]
+    if not k:
+        return
+    pi, ci = points_in_polygons(shapely.get_coordinates(points[k]),
+                                np.asarray(cty_used.geometry.array, dtype=object))
+    held: dict[int, list[int]] = defaultdict(list)
+    for p, c in zip(pi.tolist(), ci.tolist()):
+        held[p].append(c)
+    names, ids = cty_used.county.to_numpy(), cty_used.county_id.to_numpy()
+    for p, j in enumerate(k):
+        r = rows[j]
+        where = ", ".join(f"{names[c]} ({ids[c]})" for c in sorted(held[p])) or \
+            "land in no county of the layer"
+        r["flags"] = _with_note(r["flags"], (
+            f"the river runs {r['_span'][1] - r['_span'][0]:.0f} m in neither county between "
+            f"leaving the upstream one and entering the downstream one; half-way, where the "
+            f"section is: {where}"))
 
 
 def _place_node_crossings(rows: list[dict], nodes: list[tuple[int, bool]], chains,
@@ -1240,21 +1284,25 @@ def _place_node_crossings(rows: list[dict], nodes: list[tuple[int, bool]], chain
             end = r1.end  # the chain's length
             req.append((m, ci.cid, end, max(end - reach, (r1.start + r1.end) / 2), end))
     cid, line = np.unique([q[1] for q in req], return_inverse=True)
-    at = crossing_positions(np.array([chains[c].geometry for c in cid.tolist()], dtype=object),
-                            line.ravel(), np.array([q[2] for q in req]),
-                            np.array([q[3] for q in req]), np.array([q[4] for q in req]),
-                            np.asarray(cty_used.geometry.array, dtype=object),
-                            np.array([rows[nodes[q[0]][0]]["_up"][0] for q in req]),
-                            np.array([rows[nodes[q[0]][0]]["_down"][0] for q in req]),
-                            settings.sample_step_m)
-    best: dict[int, tuple[float, int, float]] = {}
-    for (m, c, s0, _, _), x in zip(req, at.tolist()):
+    leave, enter = crossing_spans(
+        np.array([chains[c].geometry for c in cid.tolist()], dtype=object), line.ravel(),
+        np.array([q[2] for q in req]), np.array([q[3] for q in req]),
+        np.array([q[4] for q in req]), np.asarray(cty_used.geometry.array, dtype=object),
+        np.array([rows[nodes[q[0]][0]]["_up"][0] for q in req]),
+        np.array([rows[nodes[q[0]][0]]["_down"][0] for q in req]), settings.sample_step_m)
+    best: dict[int, tuple[float, int, float, float]] = {}
+    for (m, c, s0, _, _), a, b in zip(req, leave.tolist(), enter.tolist()):
+        x = (a + b) / 2
         if not np.isnan(x) and (m not in best or abs(x - s0) < best[m][0]):
-            best[m] = (abs(x - s0), c, x)
-    for m, (_, c, x) in best.items():
-        r = rows[nodes[m][0]]
-        r["_at"] = (c, x)
-        r["reach_id"] = _reach_at(chains[c], x)
+            best[m] = (abs(x - s0), c, a, b)
+    for m, (i, _) in enumerate(nodes):
+        r = rows[i]
+        if m not in best:
+            r["flags"] = _with_note(r["flags"], _not_seen(reach))
+            continue
+        _, c, a, b = best[m]
+        r["_at"], r["_span"] = (c, (a + b) / 2), (a, b)
+        r["reach_id"] = _reach_at(chains[c], (a + b) / 2)
         r["flags"] = edge_flags.get(r["reach_id"], "") or \
             edge_flags.get(chains[r["_via"]].reach_ids[-1], "")
 
@@ -1263,7 +1311,18 @@ def crossing_positions(lines: np.ndarray, line: np.ndarray, s: np.ndarray, lo: n
                        hi: np.ndarray, polys: np.ndarray, up: np.ndarray, down: np.ndarray,
                        step: float) -> np.ndarray:
     """Where line ``lines[line[k]]`` passes from polygon ``polys[up[k]]`` into
-    ``polys[down[k]]``, nearest ``s[k]``.
+    ``polys[down[k]]``, nearest ``s[k]``: the middle of :func:`crossing_spans`
+    (the border itself where the polygons share it); NaN where there is none.
+    """
+    leave, enter = crossing_spans(lines, line, s, lo, hi, polys, up, down, step)
+    return (leave + enter) / 2
+
+
+def crossing_spans(lines: np.ndarray, line: np.ndarray, s: np.ndarray, lo: np.ndarray,
+                   hi: np.ndarray, polys: np.ndarray, up: np.ndarray, down: np.ndarray,
+                   step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where line ``lines[line[k]]`` leaves polygon ``polys[up[k]]`` and enters
+    ``polys[down[k]]``, in the passage from one into the other nearest ``s[k]``.
 
     Points every ``step`` from ``lo[k]`` to ``hi[k]`` along the line are tested
     for being in each polygon; a passage is a point in ``up`` only followed by one
@@ -1272,9 +1331,10 @@ def crossing_positions(lines: np.ndarray, line: np.ndarray, s: np.ndarray, lo: n
     nearest ``s[k]`` is taken. Between the last of its points in ``up`` and the
     next, the line leaves ``up`` (its first crossing of the outline there), and
     between the last not in ``down`` and the next it enters ``down`` (its last
-    crossing): both are exact segment intersections (:func:`_outline_crossings`),
-    and their middle along the line is the position (the border itself where the
-    polygons share it).
+    crossing): both are exact segment intersections (:func:`_outline_crossings`).
+    Where the polygons share a border the two are one point; the line enters
+    ``down`` before it leaves ``up`` where they overlap, and after it where a gap,
+    a third polygon, or land in no polygon lies between them.
 
     Parameters
     ----------
@@ -1291,13 +1351,13 @@ def crossing_positions(lines: np.ndarray, line: np.ndarray, s: np.ndarray, lo: n
 
     Returns
     -------
-    numpy.ndarray
+    leave, enter
         Distances along each line; NaN where no passage lies in the stretch.
     """
     n = len(line)
-    out = np.full(n, np.nan)
+    out_leave, out_enter = np.full(n, np.nan), np.full(n, np.nan)
     if n == 0:
-        return out
+        return out_leave, out_enter
     lo, hi, s = (np.asarray(v, dtype=float) for v in (lo, hi, s))
     line, up, down = (np.asarray(v, dtype=np.int64) for v in (line, up, down))
     polys = np.asarray(polys, dtype=object)
@@ -1316,7 +1376,7 @@ def crossing_positions(lines: np.ndarray, line: np.ndarray, s: np.ndarray, lo: n
     d = np.flatnonzero(only_up | only_down)
     pair = np.flatnonzero((q[d[:-1]] == q[d[1:]]) & only_up[d[:-1]] & only_down[d[1:]])
     if len(pair) == 0:
-        return out
+        return out_leave, out_enter
     i, k = d[pair], d[pair + 1]
     qi = q[i]
     miss = np.abs((t[i] + t[k]) / 2 - s[qi])
@@ -1343,8 +1403,8 @@ def crossing_positions(lines: np.ndarray, line: np.ndarray, s: np.ndarray, lo: n
                                polys, np.concatenate([up[qi], down[qi]]))
     leave = np.where(np.isnan(cross[0][:m]), t[a], cross[0][:m])
     enter = np.where(np.isnan(cross[1][m:]), t[b], cross[1][m:])
-    out[qi] = (leave + enter) / 2
-    return out
+    out_leave[qi], out_enter[qi] = leave, enter
+    return out_leave, out_enter
 
 
 class _Paths:

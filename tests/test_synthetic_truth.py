@@ -498,3 +498,83 @@ def test_a_crossing_at_a_confluence_lies_on_the_border(dx, rot, flip):
     sid = sec.section_id.iloc[0]
     assert result._section_pos[sid][2] is not None  # reached via the incoming chain
     assert result.counties_draining_to(sid) == ["A"]
+
+
+def _three_counties(width: float, middle: bool, river: list, rot: float, flip: list):
+    """SYNTHETIC: counties A | (C, or a gap with no county) of ``width`` | B, the
+    river through ``river``'s vertices (cut at each), rotated by ``rot``."""
+    from basins.discover import discover
+    from basins.read import counties_from_gdf
+
+    def turned(g):
+        return shapely.affinity.rotate(g, rot, origin=(40_000, 20_000))
+
+    boxes = [shapely.box(0, 0, 40_000, 40_000),
+             shapely.box(40_000 + width, 0, 80_000 + width, 40_000)]
+    ids, names = ["A", "B"], ["甲", "乙"]
+    if middle:
+        boxes.append(shapely.box(40_000, 0, 40_000 + width, 40_000))
+        ids.append("C")
+        names.append("丙")
+    counties = gpd.GeoDataFrame({"county_id": ids, "county": names, "city": ["c"] * len(ids),
+                                 "province": ["p"] * len(ids)},
+                                geometry=[turned(g) for g in boxes], crs=CRS)
+    lines = [turned(shapely.LineString([p, q])) for p, q in zip(river[:-1], river[1:])]
+    lines = [shapely.reverse(g) if f else g for g, f in zip(lines, flip)]
+    rivers = gpd.GeoDataFrame({"NAME": ["r"] * len(lines)}, geometry=lines, crs=CRS)
+    outlet = gpd.GeoDataFrame(geometry=[turned(shapely.Point(river[-1]))], crs=CRS)
+    result = discover(rivers_from_gdf(rivers, "NAME"),
+                      counties_from_gdf(counties, "county_id", "county", "city", "province"),
+                      orientation="outlets", outlets=outlet)
+    return result, turned
+
+
+@settings(max_examples=10, deadline=None)
+@given(width=hst.floats(700, 5_500), middle=hst.booleans(), slope=hst.floats(-0.3, 0.3),
+       rot=hst.floats(0, 360), flip=hst.lists(hst.booleans(), min_size=5, max_size=5))
+def test_a_crossing_through_a_third_county_is_half_way_and_says_so(width, middle, slope, rot,
+                                                                   flip):
+    """SYNTHETIC: between A and B lies a strip ``width`` wide, a county C or land in
+    no county. Too narrow for C to keep its own label (the smoothing absorbs it),
+    so the river's one section is the crossing A -> B. Its point is half-way
+    along the passage through the strip, and its flags say how long that passage
+    is and what holds the point, so that a planner sees the county the scale hid."""
+    def y(x):
+        return 20_000 + slope * (x - 40_000)
+
+    xs = [5_000, 20_000, 40_000 - 3_000, 40_000 + width + 3_000, 60_000 + width, 75_000 + width]
+    result, turned = _three_counties(width, middle, [(x, y(x)) for x in xs], rot, flip)
+    sec = result.sections.to_crs(CRS)
+    assert sec[["kind", "upstream_ids", "downstream_ids"]].values.tolist() == [
+        ["crossing", "A", "B"]]
+    span = width * np.hypot(1, slope)
+    half = turned(shapely.Point(40_000 + width / 2, y(40_000 + width / 2)))
+    assert half.distance(sec.geometry.iloc[0]) < 1e-6
+    flags = sec["flags"].iloc[0]
+    assert f"runs {span:.0f} m in neither county" in flags, flags
+    assert flags.endswith("丙 (C)" if middle else "land in no county of the layer"), flags
+
+
+def test_a_gap_shorter_than_a_sample_step_is_not_flagged():
+    # SYNTHETIC: AMap-like slivers between neighbours are not worth a flag
+    result, turned = _three_counties(
+        300.0, False, [(x, 20_000.0) for x in (5_000, 25_000, 55_000, 75_300)], 30.0, [False] * 3)
+    sec = result.sections.to_crs(CRS)
+    assert sec.kind.tolist() == ["crossing"] and sec["flags"].iloc[0] == ""
+    assert turned(shapely.Point(40_150, 20_000)).distance(sec.geometry.iloc[0]) < 1e-6
+
+
+def test_a_crossing_not_seen_near_its_label_change_says_its_place_is_approximate():
+    """SYNTHETIC: the river takes a 20 km detour, a U 8 km deep, through a 4 km strip
+    of county C between A and B. Each half of the U lies near one of C's borders
+    and is too short over the ground to keep its label, so the one section is a
+    crossing A -> B half-way round, 10 km along the river from either county: no
+    passage from A into B lies within reach. It keeps its place and says so."""
+    pts = [(5_000.0, 20_000.0), (30_000.0, 20_000.0), (41_000.0, 20_000.0), (41_000.0, 28_000.0),
+           (43_000.0, 28_000.0), (43_000.0, 20_000.0), (55_000.0, 20_000.0), (79_000.0, 20_000.0)]
+    result, _ = _three_counties(4_000.0, True, pts, 0.0, [False] * (len(pts) - 1))
+    sec = result.sections
+    assert sec[["kind", "upstream_ids", "downstream_ids"]].values.tolist() == [
+        ["crossing", "A", "B"]]
+    assert "location approximate: the river is not seen passing" in sec["flags"].iloc[0]
+    assert (result.qa[result.qa.layer == "rivers"].status == "used").all()
