@@ -38,7 +38,9 @@ def _fail(exc: Exception) -> None:
 
 
 def summary_table(result: Discovery, title: str) -> Table:
-    """Sections by level and kind, boundary stretches and QA counts."""
+    """Sections by level and kind, the sections whose flags ask a planner to look
+    (place approximate; passing through a third county or land outside the layer),
+    boundary stretches and QA counts."""
     t = Table(title=title)
     t.add_column("what")
     t.add_column("count", justify="right")
@@ -48,6 +50,11 @@ def summary_table(result: Discovery, title: str) -> Table:
         t.add_row(f"  level {lv}", str(int((s.level == lv).sum())))
     for k in st.SECTION_KINDS:
         t.add_row(f"  kind {k}", str(int((s.kind == k).sum())))
+    flags = s["flags"].fillna("").astype(str) if "flags" in s.columns else s.river.iloc[:0]
+    t.add_row("  flagged: location approximate",
+              str(int(flags.str.contains("location approximate", regex=False).sum())))
+    t.add_row("  flagged: river runs through neither county",
+              str(int(flags.str.contains("in neither county", regex=False).sum())))
     t.add_row("boundary-river stretches", str(len(result.boundary_rivers)))
     parties = set()
     for col in ("upstream_ids", "downstream_ids"):

@@ -61,6 +61,12 @@ def test_discover_default_region(tmp_path):
     assert res.exit_code == 0, res.output
     s = gpd.read_file(out, layer="sections")
     assert (s.river == "黄河").any()
+    # the summary counts the sections whose flags ask for a look (the 卫河 from 清丰
+    # to 南乐 runs through Henan land the Shandong extract leaves out)
+    through = s["flags"].fillna("").str.contains("in neither county", regex=False).sum()
+    assert through >= 1
+    row = [ln for ln in res.output.splitlines() if "through neither county" in ln]
+    assert len(row) == 1 and row[0].split()[-2] == str(through), row
 
 
 def test_rerun_is_identical_and_ids_stable(files, tmp_path):
