@@ -1178,12 +1178,12 @@ def _place_crossings(rows: list[dict], crossings: list[tuple[int, Run, Run]], ch
     ``min_boundary_run_m`` between the two counties is split in its middle, so the
     section sat up to half that zone away from the border (nationally, of those
     inside a chain, a median 305 m, 10% over 1.4 km, the most 4.2 km). It is moved
-    to where the river
-    passes from the upstream county into the downstream one
+    to where the river passes from the upstream county into the downstream one
     (:func:`crossing_positions`), within ``min_boundary_run_m / 2 + sample_step_m``
-    of where it was and within the runs on either side (a run between two
-    crossings is shared at its middle), so the sections keep their order along
-    the chain. The two runs then meet there, and the section's reach is the one
+    of where it was (where none is seen, within ``min_boundary_run_m +
+    sample_step_m``, as at a confluence) and within the runs on either side (a run
+    between two crossings is shared at its middle), so the sections keep their
+    order along the chain. The two runs then meet there, and the section's reach is the one
     there. A crossing with no such passage near it stays where it was, flagged
     (:func:`_not_seen`); a long passage through neither county is flagged later,
     once the points are known (:func:`_note_passages`).
@@ -1196,14 +1196,25 @@ def _place_crossings(rows: list[dict], crossings: list[tuple[int, Run, Run]], ch
         shared_after = m + 1 < len(crossings) and crossings[m + 1][1] is r2
         lo[m] = (r1.start + r1.end) / 2 if shared_before else r1.start
         hi[m] = (r2.start + r2.end) / 2 if shared_after else r2.end
-    reach = settings.min_boundary_run_m / 2 + settings.sample_step_m
-    lo, hi = np.maximum(lo, s - reach), np.minimum(hi, s + reach)
     cid, line = np.unique([rows[i]["_chain"] for i in k], return_inverse=True)
-    leave, enter = crossing_spans(
-        np.array([chains[c].geometry for c in cid.tolist()], dtype=object), line.ravel(), s, lo,
-        hi, np.asarray(cty_used.geometry.array, dtype=object),
-        np.array([rows[i]["_up"][0] for i in k]), np.array([rows[i]["_down"][0] for i in k]),
-        settings.sample_step_m)
+    lines = np.array([chains[c].geometry for c in cid.tolist()], dtype=object)
+    line = line.ravel()
+    polys = np.asarray(cty_used.geometry.array, dtype=object)
+    up, down = np.array([rows[i]["_up"][0] for i in k]), np.array([rows[i]["_down"][0] for i in k])
+    reach = settings.min_boundary_run_m / 2 + settings.sample_step_m
+    leave, enter = crossing_spans(lines, line, s, np.maximum(lo, s - reach),
+                                  np.minimum(hi, s + reach), polys, up, down,
+                                  settings.sample_step_m)
+    # not seen: once more as far as a confluence's are looked for (a third county
+    # absorbed whole on one side puts the border up to a whole short run away);
+    # only these, so that the others keep the passage found on their own window
+    again = np.flatnonzero(np.isnan(leave))
+    if len(again):
+        reach = settings.min_boundary_run_m + settings.sample_step_m
+        leave[again], enter[again] = crossing_spans(
+            lines, line[again], s[again], np.maximum(lo[again], s[again] - reach),
+            np.minimum(hi[again], s[again] + reach), polys, up[again], down[again],
+            settings.sample_step_m)
     for (i, r1, r2), a, b in zip(crossings, leave.tolist(), enter.tolist()):
         r = rows[i]
         if np.isnan(a):  # no passage from one into the other near it: left where it was

@@ -565,16 +565,34 @@ def test_a_gap_shorter_than_a_sample_step_is_not_flagged():
 
 
 def test_a_crossing_not_seen_near_its_label_change_says_its_place_is_approximate():
-    """SYNTHETIC: the river takes a 20 km detour, a U 8 km deep, through a 4 km strip
-    of county C between A and B. Each half of the U lies near one of C's borders
-    and is too short over the ground to keep its label, so the one section is a
-    crossing A -> B half-way round, 10 km along the river from either county: no
-    passage from A into B lies within reach. It keeps its place and says so."""
-    pts = [(5_000.0, 20_000.0), (30_000.0, 20_000.0), (41_000.0, 20_000.0), (41_000.0, 28_000.0),
-           (43_000.0, 28_000.0), (43_000.0, 20_000.0), (55_000.0, 20_000.0), (79_000.0, 20_000.0)]
+    """SYNTHETIC: the river snakes 28 km through a 4 km strip of county C between A
+    and B (legs 1.6 km apart, 6, 12 and 6 km long). Each half lies near one of C's
+    borders and is too short over the ground to keep its label, so the one section
+    is a crossing A -> B about half-way, ~14 km along the river from either county:
+    beyond reach (12.5 km) of any passage from A into B. It keeps its place and
+    says so."""
+    pts = [(5_000.0, 20_000.0), (30_000.0, 20_000.0), (40_300.0, 20_000.0), (40_300.0, 26_000.0),
+           (41_900.0, 26_000.0), (41_900.0, 14_000.0), (43_500.0, 14_000.0), (43_500.0, 20_000.0),
+           (55_000.0, 20_000.0), (79_000.0, 20_000.0)]
     result, _ = _three_counties(4_000.0, True, pts, 0.0, [False] * (len(pts) - 1))
     sec = result.sections
     assert sec[["kind", "upstream_ids", "downstream_ids"]].values.tolist() == [
         ["crossing", "A", "B"]]
     assert "location approximate: the river is not seen passing" in sec["flags"].iloc[0]
     assert (result.qa[result.qa.layer == "rivers"].status == "used").all()
+
+
+def test_a_crossing_beyond_half_a_border_run_is_looked_for_further():
+    """SYNTHETIC: a 16 km detour (a U 6 km deep) through the strip of C. The
+    smoothing leaves the label change ~10.6 km after the river leaves A, beyond
+    half a border run (6.5 km) but within a whole one (12.5 km, as at a
+    confluence): found on the second look, half-way, and C is named."""
+    pts = [(5_000.0, 20_000.0), (30_000.0, 20_000.0), (41_000.0, 20_000.0), (41_000.0, 26_000.0),
+           (43_000.0, 26_000.0), (43_000.0, 20_000.0), (55_000.0, 20_000.0), (79_000.0, 20_000.0)]
+    result, _ = _three_counties(4_000.0, True, pts, 0.0, [False] * (len(pts) - 1))
+    sec = result.sections.to_crs(CRS)
+    assert sec[["kind", "upstream_ids", "downstream_ids"]].values.tolist() == [
+        ["crossing", "A", "B"]]
+    flags = sec["flags"].iloc[0]
+    assert "runs 16000 m in neither county" in flags and flags.endswith("丙 (C)"), flags
+    assert shapely.Point(42_000, 26_000).distance(sec.geometry.iloc[0]) < 1e-6
