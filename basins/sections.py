@@ -1211,8 +1211,9 @@ def _place_crossings(rows: list[dict], crossings: list[tuple[int, Run, Run]], ch
     again = np.flatnonzero(np.isnan(leave))
     if len(again):
         reach = settings.min_boundary_run_m + settings.sample_step_m
+        used, on = np.unique(line[again], return_inverse=True)  # (their lines only)
         leave[again], enter[again] = crossing_spans(
-            lines, line[again], s[again], np.maximum(lo[again], s[again] - reach),
+            lines[used], on.ravel(), s[again], np.maximum(lo[again], s[again] - reach),
             np.minimum(hi[again], s[again] + reach), polys, up[again], down[again],
             settings.sample_step_m)
     for (i, r1, r2), a, b in zip(crossings, leave.tolist(), enter.tolist()):
