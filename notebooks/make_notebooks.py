@@ -193,6 +193,26 @@ prov = s.upstream_province.str.split("|").str[0]
 pd.crosstab(prov, s.level).sort_values("province", ascending=False).head(15)
 """),
     md("""
+## Sections that ask for a look
+
+A crossing is placed where its river passes from one county into the next. Its `flags` say
+when that passage is not seen near where the labels change (*location approximate*), and when
+the river runs far through neither county on the way: through a third county too small at
+1:4M to keep its own label (it may be a party the scale hid, to check on finer data), or
+through land in no county of the layer (a border river on the national boundary).
+"""),
+    code("""
+look = s[s["flags"].str.contains("location approximate|in neither county")]
+f = look["flags"]
+through = f.str.extract(r"runs (\\d+) m in neither county.*section is: (.*)$")
+where = through[1].str.replace("land in no county of the layer", "no county", regex=False)
+says = ("runs " + through[0] + " m through " + where).where(
+    through[0].notna(), f.str.contains("not seen").map(
+        {True: "approximate: no passage seen near", False: "approximate: crosses a water body"}))
+pd.DataFrame({"river": look.river, "from": look.upstream_names, "to": look.downstream_names,
+              "kind": look.kind, "says": says})
+"""),
+    md("""
 ## Checks against real geography (not in the tests): what holds and what does not yet
 
 * **Holds**: the Yellow River (黄河) enters Shandong from Henan, and its most downstream section
