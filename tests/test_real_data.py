@@ -138,10 +138,10 @@ def test_dongjiang_flows_south_through_the_fengshuba_reservoir(jiangxi):
     assert hub in path
 
 
-def _crossings_off_the_border(res) -> list[tuple[str, float, bool]]:
+def _crossings_off_the_border(res) -> list[tuple[str, float, bool, str]]:
     """Crossing sections (not those across a water body drawn only as an area): their
-    distance from the farther of their two counties' outlines, and whether some
-    county holds the point."""
+    distance from the farther of their two counties' outlines, whether some county
+    holds the point, and their flags."""
     from basins.read import project_gdf
     cty = res.counties.set_index("county_id").geometry
     every = np.asarray(res.counties.geometry.array, dtype=object)
@@ -153,7 +153,7 @@ def _crossings_off_the_border(res) -> list[tuple[str, float, bool]]:
         d = max(cty[s.upstream_ids].boundary.distance(s.geometry),
                 cty[s.downstream_ids].boundary.distance(s.geometry))
         held = bool(shapely.contains_xy(every, s.geometry.x, s.geometry.y).any())
-        out.append((s.section_id, d, held))
+        out.append((s.section_id, d, held, s.flags))
     return out
 
 
@@ -163,8 +163,13 @@ def test_crossings_sit_on_the_county_border(shandong, jiangxi):
     # away (Shandong: 1.6 and 0.8 km). Where it passes through land that is in no
     # county of the layer between the two (the 卫河 from 清丰 to 南乐 through Henan
     # counties the Shandong extract leaves out), the section is in the middle of
-    # that passage, in no county.
+    # that passage, in no county, and its flags say so (a planner should know that
+    # land, or a third county, lies between the two parties).
     for (_, res), on_border in ((shandong, 1), (jiangxi, 5)):
         found = _crossings_off_the_border(res)
-        assert sum(d < 1.0 for _, d, _ in found) >= on_border, found
-        assert all(d < 1.0 or not held for _, d, held in found), found
+        assert sum(d < 1.0 for _, d, _, _ in found) >= on_border, found
+        assert all(d < 1.0 or not held for _, d, held, _ in found), found
+        for _, d, _, flags in found:
+            assert (d < 1.0) == ("in neither county" not in flags), found
+            assert d < 1.0 or flags.endswith("land in no county of the layer"), found
+    assert any(d >= 1.0 for _, d, _, _ in _crossings_off_the_border(shandong[1]))  # the 卫河
