@@ -1183,8 +1183,8 @@ def _place_crossings(rows: list[dict], crossings: list[tuple[int, Run, Run]], ch
     of where it was (where none is seen, within ``min_boundary_run_m +
     sample_step_m``, as at a confluence) and within the runs on either side (a run
     between two crossings is shared at its middle), so the sections keep their
-    order along the chain. The two runs then meet there, and the section's reach is the one
-    there. A crossing with no such passage near it stays where it was, flagged
+    order along the chain. The two runs then meet there, and the section's reach is
+    the one there. A crossing with no such passage near it stays where it was, flagged
     (:func:`_not_seen`); a long passage through neither county is flagged later,
     once the points are known (:func:`_note_passages`).
     """
@@ -1273,9 +1273,10 @@ def _place_node_crossings(rows: list[dict], nodes: list[tuple[int, bool]], chain
     Such a section is found where the last run of an incoming chain and the first
     run of the outgoing chain have different labels, and sat at the node, up to a
     whole short run from the border (nationally 5 sections, 0.1 to 5.4 km away;
-    4 now lie on the border, 1 in a 46 m gap between the two counties). The passage from the upstream county into the downstream one
-    (:func:`crossing_positions`) is looked for on the outgoing chain after the
-    node, and on the incoming chain before it when that chain is the only one the
+    4 now lie on the border, 1 in a 46 m gap between the two counties). The
+    passage from the upstream county into the downstream one
+    (:func:`crossing_spans`) is looked for on the outgoing chain after the node,
+    and on the incoming chain before it when that chain is the only one the
     section stands for (``nodes``: row, and whether it is alone), each within
     ``min_boundary_run_m + sample_step_m`` of the node (a short run at a chain's
     end is taken whole by its neighbour, not split, so the border may lie up to a
@@ -1283,7 +1284,7 @@ def _place_node_crossings(rows: list[dict], nodes: list[tuple[int, bool]], chain
     before the chain's next section, or after its last); the one nearer the node
     is taken. Only the point and its reach move: for navigation
     (:meth:`Discovery.downstream_sections`, ``counties_draining_to``) the section
-    stays at the node. With no passage near, it stays at the node.
+    stays at the node. With no passage near, it stays at the node, flagged.
     """
     reach = settings.min_boundary_run_m + settings.sample_step_m
     req = []  # (node crossing, chain, distance of the node along it, lo, hi)
