@@ -1179,7 +1179,8 @@ def _place_crossings(rows: list[dict], crossings: list[tuple[int, Run, Run]], ch
     section sat up to half that zone away from the border (nationally, of those
     inside a chain, a median 305 m, 10% over 1.4 km, the most 4.2 km). It is moved
     to where the river passes from the upstream county into the downstream one
-    (:func:`crossing_positions`), within ``min_boundary_run_m / 2 + sample_step_m``
+    (:func:`crossing_spans`: half-way between leaving the one and entering the
+    other), within ``min_boundary_run_m / 2 + sample_step_m``
     of where it was (where none is seen, within ``min_boundary_run_m +
     sample_step_m``, as at a confluence) and within the runs on either side (a run
     between two crossings is shared at its middle), so the sections keep their
@@ -1318,17 +1319,6 @@ def _place_node_crossings(rows: list[dict], nodes: list[tuple[int, bool]], chain
         r["reach_id"] = _reach_at(chains[c], (a + b) / 2)
         r["flags"] = edge_flags.get(r["reach_id"], "") or \
             edge_flags.get(chains[r["_via"]].reach_ids[-1], "")
-
-
-def crossing_positions(lines: np.ndarray, line: np.ndarray, s: np.ndarray, lo: np.ndarray,
-                       hi: np.ndarray, polys: np.ndarray, up: np.ndarray, down: np.ndarray,
-                       step: float) -> np.ndarray:
-    """Where line ``lines[line[k]]`` passes from polygon ``polys[up[k]]`` into
-    ``polys[down[k]]``, nearest ``s[k]``: the middle of :func:`crossing_spans`
-    (the border itself where the polygons share it); NaN where there is none.
-    """
-    leave, enter = crossing_spans(lines, line, s, lo, hi, polys, up, down, step)
-    return (leave + enter) / 2
 
 
 def crossing_spans(lines: np.ndarray, line: np.ndarray, s: np.ndarray, lo: np.ndarray,
@@ -1517,8 +1507,10 @@ def _outline_crossings(path: _Paths, line: np.ndarray, t0: np.ndarray, t1: np.nd
     ox, oy = oxy[:, 0], oxy[:, 1]
     vp = vpoly[:-1]
     same = (oi[1:] == oi[:-1]) \
-        & (np.minimum(ox[:-1], ox[1:]) <= phi[vp, 0]) & (np.maximum(ox[:-1], ox[1:]) >= plo[vp, 0]) \
-        & (np.minimum(oy[:-1], oy[1:]) <= phi[vp, 1]) & (np.maximum(oy[:-1], oy[1:]) >= plo[vp, 1])
+        & (np.minimum(ox[:-1], ox[1:]) <= phi[vp, 0]) \
+        & (np.maximum(ox[:-1], ox[1:]) >= plo[vp, 0]) \
+        & (np.minimum(oy[:-1], oy[1:]) <= phi[vp, 1]) \
+        & (np.maximum(oy[:-1], oy[1:]) >= plo[vp, 1])
     same = np.flatnonzero(same)
     q0, q1, qpoly = oxy[same], oxy[same + 1], vpoly[same]
     # ... each with the rows of its polygon

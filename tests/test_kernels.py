@@ -1342,12 +1342,13 @@ def _zigzag_halves(rng, width: float = 20_000.0, height: float = 20_000.0):
 @hsettings(max_examples=40, deadline=None)
 @given(seed=hs.integers(0, 2**32 - 1), wiggles=hs.integers(0, 4), near=hs.floats(0, 1),
        multi=hs.booleans())
-def test_crossing_positions_find_the_passage_nearest_the_guess(seed, wiggles, near, multi):
+def test_crossing_spans_find_the_passage_nearest_the_guess(seed, wiggles, near, multi):
     # a line from A into B over a shared zigzag border, meandering back over it
     # `wiggles` times: the position is on the border, where the line passes from A
     # into B, and of those passages the one nearest the guess (counties with
-    # islands, as MultiPolygons, when `multi`)
-    from basins.sections import crossing_positions
+    # islands, as MultiPolygons, when `multi`); where they share the border the
+    # line leaves A and enters B at one point
+    from basins.sections import crossing_spans
     rng = np.random.default_rng(seed)
     a, b, border = _zigzag_halves(rng)
     if multi:
@@ -1372,26 +1373,30 @@ def test_crossing_positions_find_the_passage_nearest_the_guess(seed, wiggles, ne
     gaps = sorted(abs(p - guess) for p in into_b)
     assume(len(gaps) == 1 or gaps[1] - gaps[0] > 50.0)  # no near-tie (a 10 m grid)
     want = min(into_b, key=lambda p: abs(p - guess))
-    got = crossing_positions(np.array([line], dtype=object), [0], [guess], [0.0], [line.length],
-                             np.array([a, b], dtype=object), [0], [1], 10.0)[0]
-    assert abs(got - want) < 1e-6
-    assert border.distance(line.interpolate(got)) < 1e-6
+    leave, enter = crossing_spans(np.array([line], dtype=object), [0], [guess], [0.0],
+                                  [line.length], np.array([a, b], dtype=object), [0], [1], 10.0)
+    assert abs(leave[0] - want) < 1e-6 and abs(enter[0] - want) < 1e-6
+    assert border.distance(line.interpolate(leave[0])) < 1e-6
 
 
 @pytest.mark.parametrize("gap", [-400.0, 0.0, 250.0])
-def test_crossing_positions_split_a_gap_or_an_overlap_in_the_middle(gap):
+def test_crossing_spans_leave_and_enter_across_a_gap_or_an_overlap(gap):
     # A ends at 10 km - gap/2 and B starts at 10 km + gap/2 (an overlap when gap < 0):
-    # a straight line across passes at the middle, 10 km; a line that never
-    # reaches B, or looks only where it is still in A, has no passage (NaN); the
-    # other way round (from B into A) the line passes at the middle too
-    from basins.sections import crossing_positions
+    # a straight line across leaves A there and enters B there (the passage's middle
+    # is 10 km); a line that never reaches B, or looks only where it is still in A,
+    # has no passage (NaN); the other way round (from B into A) likewise
+    from basins.sections import crossing_spans
     a = shapely.box(0, 0, 10_000 + (-gap / 2), 20_000)
     b = shapely.box(10_000 + gap / 2, 0, 20_000, 20_000)
     lines = np.array([shapely.LineString([(1000, 5000), (19_000, 5000)]),
                       shapely.LineString([(1000, 5000), (9000, 7000)]),
                       shapely.LineString([(19_000, 5000), (1000, 5000)])], dtype=object)
-    got = crossing_positions(lines, [0, 1, 0, 2], [7000.0, 3000.0, 2000.0, 7000.0], np.zeros(4),
-                             [18_000.0, lines[1].length, 4000.0, 18_000.0],
-                             np.array([a, b], dtype=object), [0, 0, 0, 1], [1, 1, 1, 0], 300.0)
-    assert abs(got[0] - 9000.0) < 1e-9 and abs(got[3] - 9000.0) < 1e-9
-    assert np.isnan(got[1]) and np.isnan(got[2])
+    leave, enter = crossing_spans(
+        lines, [0, 1, 0, 2], [7000.0, 3000.0, 2000.0, 7000.0], np.zeros(4),
+        [18_000.0, lines[1].length, 4000.0, 18_000.0], np.array([a, b], dtype=object),
+        [0, 0, 0, 1], [1, 1, 1, 0], 300.0)
+    for k in (0, 3):  # 9 km along, the middle; the ends gap / 2 either side
+        assert abs(leave[k] - (9000.0 - gap / 2)) < 1e-9, (k, leave[k])
+        assert abs(enter[k] - (9000.0 + gap / 2)) < 1e-9, (k, enter[k])
+        assert abs((leave[k] + enter[k]) / 2 - 9000.0) < 1e-9
+    assert np.isnan(leave[[1, 2]]).all() and np.isnan(enter[[1, 2]]).all()
