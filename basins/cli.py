@@ -50,7 +50,7 @@ def summary_table(result: Discovery, title: str) -> Table:
         t.add_row(f"  level {lv}", str(int((s.level == lv).sum())))
     for k in st.SECTION_KINDS:
         t.add_row(f"  kind {k}", str(int((s.kind == k).sum())))
-    flags = s["flags"].fillna("").astype(str) if "flags" in s.columns else s.river.iloc[:0]
+    flags = s["flags"].fillna("").astype(str)  # (a column of the sections contract)
     t.add_row("  flagged: location approximate",
               str(int(flags.str.contains("location approximate", regex=False).sum())))
     t.add_row("  flagged: river runs through neither county",
