@@ -308,14 +308,35 @@ def chains_from_reaches(edges: gpd.GeoDataFrame) -> list[Chain]:
 # ---------------------------------------------------------------------------
 # labelling
 # ---------------------------------------------------------------------------
+#: counties cut into outline segments this many at a time, and vertices put in the
+#: outline grid this many at a time (see :class:`CountyOutlines`)
+_OUTLINE_CHUNK = 64
+_OUTLINE_CHUNK_VERTICES = 1 << 16
+
+
+def _outline_room(counties: np.ndarray, max_len: float) -> int:
+    """How many outline vertices ``counties`` can have once densified to ``max_len``:
+    a segment of length L becomes ceil(L / max_len) <= L / max_len + 1 pieces, so
+    a ring gains at most its length over ``max_len`` (a bound, with a margin for
+    rounding; :class:`CountyOutlines` grows its arrays should it ever be short)."""
+    length = shapely.length(counties)
+    return int(shapely.get_num_coordinates(counties).sum()
+               + np.sum(length[np.isfinite(length)]) / max_len) + 16
+
 class CountyOutlines:
     """County outlines as two-point segments of at most ``max_len``, for near searches.
 
     County outlines have millions of vertices and a river passes near few of them:
-    the outlines are cut into segments once per county layer (nationally that
-    costs ~0.2 s; :func:`basins.discover.discover` does it while the rivers are
-    cleaned), and each search keeps the segments near its points before any
-    distance is computed.
+    the outlines are cut into segments once per county layer (nationally ~0.2 s;
+    :func:`basins.discover.discover` does it while the rivers are cleaned), and
+    each search keeps the segments near its points before any distance is computed.
+
+    The outlines are held lean, as one array of vertices (ring after ring) with
+    each vertex's county and whether a segment starts at it: nationally 1.68M
+    vertices in ~36 MB, built a few counties at a time, so that GEOS's copies of
+    the rings never exist for the whole layer at once (building them for all of
+    it at once peaked ~150 MB above the layer; on a machine where fresh memory is
+    slow to come by, as on the project's VMs, that cost more than the work).
 
     Parameters
     ----------
@@ -326,17 +347,47 @@ class CountyOutlines:
     """
 
     def __init__(self, counties: np.ndarray, max_len: float) -> None:
-        parts, owner_part = shapely.get_parts(counties, return_index=True)
-        rings, ring_part = shapely.get_rings(parts, return_index=True)
-        rings = shapely.segmentize(rings, max_len)
-        self.coords, ridx = shapely.get_coordinates(rings, return_index=True)
-        #: index of each segment's first vertex in ``coords``
-        self.first = np.flatnonzero(ridx[1:] == ridx[:-1])
-        #: county of each segment
-        self.owner = owner_part[ring_part[ridx[self.first]]]
+        counties = np.asarray(counties, dtype=object)
+        room = _outline_room(counties, max_len)
+        coords = np.empty((room, 2))
+        owner = np.empty(room, dtype=np.int32)
+        starts = np.empty(room, dtype=bool)
+        n = 0
+        for a in range(0, len(counties), _OUTLINE_CHUNK):
+            parts, part_of = shapely.get_parts(counties[a:a + _OUTLINE_CHUNK], return_index=True)
+            rings, ring_of = shapely.get_rings(parts, return_index=True)
+            rings = shapely.segmentize(rings, max_len)
+            xy = shapely.get_coordinates(rings)
+            per = shapely.get_num_coordinates(rings)
+            if n + len(xy) > len(coords):  # (only if the room above was short: grow)
+                grow = max(2 * len(coords), n + len(xy))
+                coords, owner, starts = (np.concatenate([v[:n], np.empty((grow - n,) + v.shape[1:],
+                                                                        v.dtype)])
+                                         for v in (coords, owner, starts))
+            coords[n:n + len(xy)] = xy
+            owner[n:n + len(xy)] = np.repeat((part_of[ring_of] + a).astype(np.int32), per)
+            ring_end = np.zeros(len(xy), bool)
+            ring_end[np.cumsum(per[per > 0]) - 1] = True
+            starts[n:n + len(xy)] = ~ring_end  # a segment starts at every vertex but a ring's last
+            n += len(xy)
+        #: the outline vertices, ring after ring
+        self.coords = coords[:n]
+        self._owner = owner[:n]  # county of each vertex
+        self._starts = starts[:n]  # whether a segment starts at each vertex
+        self.n_segments = int(np.count_nonzero(self._starts))
         self.max_len = float(max_len)
         self.n_counties = len(counties)
         self._grid: tuple | None = None  # see _grid_for
+
+    @property
+    def first(self) -> np.ndarray:
+        """Index in :attr:`coords` of each segment's first vertex (the next vertex ends it)."""
+        return np.flatnonzero(self._starts)
+
+    @property
+    def owner(self) -> np.ndarray:
+        """County of each segment (in the order of :attr:`first`)."""
+        return self._owner[self._starts].astype(np.int64)
 
     @classmethod
     def for_tolerance(cls, counties: np.ndarray, tol: float) -> "CountyOutlines":
@@ -361,11 +412,18 @@ class CountyOutlines:
         """
         if self._grid is None:
             cell = float(tol) + self.max_len
-            lo = column_bounds(self.coords)[0] - 2 * cell if len(self.coords) else np.zeros(2)
-            vx = np.floor((self.coords[:, 0] - lo[0]) / cell).astype(np.int64)
-            vy = np.floor((self.coords[:, 1] - lo[1]) / cell).astype(np.int64)
-            shape = (int(vx.max(initial=0)) + 3, int(vy.max(initial=0)) + 3)
-            self._grid = (lo, cell, shape, vx * shape[1] + vy)
+            c = self.coords
+            lo, hi = column_bounds(c) if len(c) else (np.zeros(2), np.zeros(2))
+            lo = lo - 2 * cell if len(c) else lo
+            # (the last vertex cell, as the cells are computed below, and two more)
+            shape = tuple(int(np.floor((h - o) / cell)) + 3 if len(c) else 3
+                          for h, o in zip(hi.tolist(), lo.tolist()))
+            key = np.empty(len(c), dtype=np.int32 if shape[0] * shape[1] < 2**31 else np.int64)
+            for a in range(0, len(c), _OUTLINE_CHUNK_VERTICES):  # (small temporaries)
+                vx = np.floor((c[a:a + _OUTLINE_CHUNK_VERTICES, 0] - lo[0]) / cell).astype(np.int64)
+                vy = np.floor((c[a:a + _OUTLINE_CHUNK_VERTICES, 1] - lo[1]) / cell).astype(np.int64)
+                key[a:a + _OUTLINE_CHUNK_VERTICES] = vx * shape[1] + vy
+            self._grid = (lo, cell, shape, key)
         return self._grid
 
     def near(self, xy: np.ndarray, tol: float):
@@ -382,7 +440,7 @@ class CountyOutlines:
         start, end, owner
             Coordinates of the segments' ends, and the index of their county.
         """
-        if len(xy) == 0 or len(self.first) == 0:
+        if len(xy) == 0 or self.n_segments == 0:
             return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, dtype=int)
         return self._segments_near_cells(self._cells(xy, tol), self._reach_cells(tol))
 
@@ -421,11 +479,12 @@ class CountyOutlines:
 
     def _segments_near_cells(self, pc: np.ndarray, k: int):
         """The segments with an end within ``k`` cells of the cells ``pc`` (see :meth:`near`)."""
-        coords, same = self.coords, self.first
         vhit = self._cell_set(pc, k)(self._grid[3])
-        keep = np.flatnonzero(vhit[same] | vhit[same + 1])
-        same = same[keep]
-        return np.take(coords, same, axis=0), np.take(coords, same + 1, axis=0), self.owner[keep]
+        hit = vhit[:-1] | vhit[1:]
+        hit &= self._starts[:-1]
+        same = np.flatnonzero(hit)  # (segments in the order of :attr:`first`)
+        return (np.take(self.coords, same, axis=0), np.take(self.coords, same + 1, axis=0),
+                self._owner[same].astype(np.int64))
 
     def near_lines(self, lines: np.ndarray, tol: float) -> "NearOutlines":
         """The segments :meth:`near` gives for any points on ``lines``, found before the points.
@@ -439,7 +498,7 @@ class CountyOutlines:
         _lo, cell, (nx, ny), _vkey = self._grid_for(tol)
         z = np.zeros((0, 2))
         lines = np.asarray(lines, dtype=object)
-        if len(self.first) == 0 or len(lines) == 0:
+        if self.n_segments == 0 or len(lines) == 0:
             return NearOutlines(self, float(tol), lambda key: np.zeros(len(key), bool), z, z,
                                 np.zeros(0, dtype=int), None)
         # (vertices off the grid count in the grid's nearest cell, as in :meth:`serves`)
@@ -475,7 +534,7 @@ class NearOutlines:
         """Whether these segments include :meth:`CountyOutlines.near` ``(xy, tol)``: whether
         every point lies in a covered cell (a point off the grid: in the grid's
         cell nearest to it, whose neighbours include every grid cell near it)."""
-        if outlines is not self.outlines or float(tol) != self.tol or len(outlines.first) == 0:
+        if outlines is not self.outlines or float(tol) != self.tol or outlines.n_segments == 0:
             return False
         nx, ny = outlines._grid_for(tol)[2]
         pc = np.clip(outlines._cells(xy, tol), 0, [nx - 1, ny - 1])

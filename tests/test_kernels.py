@@ -753,6 +753,46 @@ def test_county_outlines_near_keeps_every_segment_within_reach(seed, tol, first)
         assert (tuple(c[f[j]]), tuple(c[f[j] + 1]), int(outlines.owner[j])) in kept
 
 
+def _awkward_counties(seed: int) -> np.ndarray:
+    """SYNTHETIC counties with the shapes real layers have: holes (an enclave), a
+    MultiPolygon (an island far off), an empty polygon and a missing geometry."""
+    counties, rng, _ = _counties_and_points(seed, 1, 0.0)
+    counties = counties.copy()
+    k = rng.choice(len(counties), 3, replace=False)
+    c = shapely.centroid(counties[k[0]])
+    counties[k[0]] = shapely.difference(counties[k[0]], shapely.buffer(c, 800.0))
+    x0, y0, x1, y1 = shapely.total_bounds(counties)
+    islet = shapely.box(x1 + 5e3, y1 + 5e3, x1 + 9e3, y1 + 7e3)
+    counties[k[1]] = shapely.multipolygons([counties[k[1]], islet])
+    counties[k[2]] = shapely.Polygon()
+    return np.concatenate([counties, np.array([None], dtype=object)])
+
+
+@hsettings(max_examples=15, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), max_len=hs.floats(100, 6000), chunk=hs.integers(1, 70),
+       short=hs.booleans())
+def test_county_outlines_are_the_rings_segmentized(seed, max_len, chunk, short):
+    # built a few counties at a time (``chunk``), into room that may be too short
+    # and must grow, the outlines are exactly GEOS's segmentized rings of the whole
+    # layer at once: the same vertices, segments and counties
+    import basins.sections as sections
+    counties = _awkward_counties(seed)
+    parts, part_of = shapely.get_parts(counties, return_index=True)
+    rings, ring_of = shapely.get_rings(parts, return_index=True)
+    coords, ridx = shapely.get_coordinates(shapely.segmentize(rings, max_len), return_index=True)
+    first = np.flatnonzero(ridx[1:] == ridx[:-1])
+    with patch.object(sections, "_OUTLINE_CHUNK", chunk), \
+            patch.object(sections, "_outline_room", (lambda g, m: 1) if short else
+                         sections._outline_room):
+        outlines = CountyOutlines(counties, max_len)
+    assert np.array_equal(outlines.coords, coords)
+    assert np.array_equal(outlines.first, first)
+    assert np.array_equal(outlines.owner, part_of[ring_of[ridx[first]]])
+    assert outlines.n_segments == len(first)
+    if not short:  # the room is a bound: growing is never needed
+        assert sections._outline_room(counties, max_len) >= len(coords)
+
+
 def _segment_set(sa, sb, own) -> set:
     return set(zip(map(tuple, sa.tolist()), map(tuple, sb.tolist()), own.tolist()))
 
