@@ -1253,6 +1253,19 @@ def test_project_gdf_is_to_crs_to_the_bit(seed, to):
         project_gdf(gdf.set_crs(None, allow_override=True), to)
 
 
+@hsettings(max_examples=25, deadline=None)
+@given(sizes=hs.lists(hs.integers(0, 7), min_size=1, max_size=12), n=hs.integers(1, 80))
+def test_coordinate_sample_is_the_layers_coordinates_spread(sizes, n):
+    # project_gdf checks the numpy Albers on these, without reading every coordinate
+    from basins.read import coordinate_sample
+    geoms = np.array([None if k == 0 else shapely.MultiPoint(np.c_[np.arange(k), [j] * k])
+                      for j, k in enumerate(sizes)], dtype=object)
+    xy = shapely.get_coordinates(geoms)
+    want = xy[np.linspace(0, len(xy) - 1, min(len(xy), n)).astype(np.int64)] if len(xy) \
+        else np.zeros((0, 2))
+    assert np.array_equal(coordinate_sample(geoms, n), want)
+
+
 def _albers_expected(fast) -> None:
     """On x86-64 with numpy using the C library's sin/cos/log (PROJ's wheels are built
     for the x86-64 baseline, without fused multiply-adds), the numpy Albers must be
