@@ -301,6 +301,34 @@ def point_segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray, with_t: 
     return (d, t) if with_t else d
 
 
+#: point-segment pairs per block in pair_distances
+_PAIR_BLOCK = 1 << 15
+
+
+def pair_distances(p: np.ndarray, pi: np.ndarray, a: np.ndarray, b: np.ndarray,
+                   sj: np.ndarray, with_t: bool = False):
+    """:func:`point_segment_distance` of the points ``p[pi]`` to the segments
+    ``a[sj]``-``b[sj]``, pair by pair, to the bit.
+
+    A block of ``_PAIR_BLOCK`` pairs at a time: the gathered coordinates and the
+    temporaries stay a few hundred kB, in cache, instead of a dozen arrays as
+    long as the pairs (nationally 1.4M pairs: ~30% faster once the memory is
+    warm, several times faster in a fresh process, where each new page costs).
+    """
+    n = len(pi)
+    d = np.empty(n)
+    t = np.empty(n) if with_t else None
+    for k in range(0, n, _PAIR_BLOCK):
+        i, j = pi[k:k + _PAIR_BLOCK], sj[k:k + _PAIR_BLOCK]
+        r = point_segment_distance(np.take(p, i, axis=0), np.take(a, j, axis=0),
+                                   np.take(b, j, axis=0), with_t)
+        if with_t:
+            d[k:k + _PAIR_BLOCK], t[k:k + _PAIR_BLOCK] = r
+        else:
+            d[k:k + _PAIR_BLOCK] = r
+    return (d, t) if with_t else d
+
+
 def _arr(gdf) -> np.ndarray:
     """Geometries as a plain object array (shapely on a GeometryArray goes through pandas)."""
     return np.asarray(gdf.geometry.array, dtype=object)
@@ -1103,8 +1131,7 @@ class SegmentIndex:
             m = kdtree(xy).sparse_distance_matrix(
                 self.tree, reach, output_type="ndarray")
             i, j = m["i"].astype(np.int64), m["j"].astype(np.int64)
-        d, t = point_segment_distance(np.take(xy, i, axis=0), np.take(self.a, j, axis=0),
-                                      np.take(self.b, j, axis=0), with_t=True)
+        d, t = pair_distances(xy, i, self.a, self.b, j, with_t=True)
         ok = d <= tol
         i, j, d, t = i[ok], j[ok], d[ok], t[ok]
         return i, j, d, self.start_pos[j] + t * self.length[j]
@@ -1127,8 +1154,7 @@ class SegmentIndex:
         found = np.isfinite(dd)
         pi = np.repeat(np.arange(len(xy)), k)[found.ravel()]
         sj = jj[found]
-        hit[pi[point_segment_distance(np.take(xy, pi, axis=0), np.take(self.a, sj, axis=0),
-                                      np.take(self.b, sj, axis=0)) <= tol]] = True
+        hit[pi[pair_distances(xy, pi, self.a, self.b, sj) <= tol]] = True
         rest = np.flatnonzero(~hit & found[:, -1])  # k candidates: there may be more
         if len(rest):
             hit[rest[self.pairs(xy[rest], tol)[0]]] = True

@@ -49,7 +49,7 @@ from scipy.spatial import cKDTree
 from . import settings as st
 from . import network as _network
 from .network import (QA_COLUMNS, OrientedNetwork, column_bounds, first_of_groups, kdtree,
-                      line_ends, point_segment_distance, points_in_polygons, reaches_from_graph,
+                      line_ends, pair_distances, points_in_polygons, reaches_from_graph,
                       polygons_contain_xy, sample_lines, thread_map)
 from .read import analysis_crs_for, project_gdf
 
@@ -646,8 +646,7 @@ def _label_samples(xy: np.ndarray, counties: np.ndarray, tol: float,
         # segments need no distance (about half the pairs on a border river)
         other = seg_owner[sj] != home[pj]
         pj, sj = pj[other], sj[other]
-        dj = point_segment_distance(np.take(xy, pj, axis=0), np.take(sa, sj, axis=0),
-                                    np.take(sb, sj, axis=0))  # take: fancy indexing, faster
+        dj = pair_distances(xy, pj, sa, sb, sj)
         near = dj <= tol
         mine = (pin >= lo) & (pin < hi)
         pi = np.concatenate([pin[mine], pj[near]])
@@ -702,8 +701,7 @@ def _distances_to_counties(xy: np.ndarray, county: np.ndarray, counties: np.ndar
         pi, sj = _candidate_pairs(xy, sa, sb, reach)
         mine = own[sj] == county[pi]
         pi, sj = pi[mine], sj[mine]
-        d = point_segment_distance(np.take(xy, pi, axis=0), np.take(sa, sj, axis=0),
-                                   np.take(sb, sj, axis=0))
+        d = pair_distances(xy, pi, sa, sb, sj)
         order = np.argsort(pi, kind="stable")
         pi, d = pi[order], d[order]
         if len(pi):

@@ -281,6 +281,25 @@ def test_touching_pairs_are_the_intersecting_pairs_once(seed, n):
     assert not shapely.is_prepared(g).any()
 
 
+@hsettings(max_examples=30, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), n=hs.integers(0, 300), block=hs.integers(1, 64),
+       with_t=hs.booleans())
+def test_pair_distances_are_point_segment_distance_to_the_bit(seed, n, block, with_t):
+    # block by block (any block size, a last block short) as in one call over every
+    # pair, zero-length segments included
+    import basins.network as network
+    from basins.network import pair_distances, point_segment_distance
+    rng = np.random.default_rng(seed)
+    p, a = rng.uniform(-5e5, 5e5, (40, 2)), rng.uniform(-5e5, 5e5, (30, 2))
+    b = a + rng.normal(0, 900, (30, 2)) * (rng.random((30, 1)) < 0.8)
+    pi, sj = rng.integers(0, 40, n), rng.integers(0, 30, n)
+    want = point_segment_distance(p[pi], a[sj], b[sj], with_t)
+    with patch.object(network, "_PAIR_BLOCK", block):
+        got = pair_distances(p, pi, a, b, sj, with_t)
+    for g, w in zip(got, want) if with_t else [(got, want)]:
+        assert g.tobytes() == w.tobytes()
+
+
 def _counties_and_points(seed: int, n: int, margin: float):
     """A SYNTHETIC basin's county polygons, and ``n`` random points over it (``margin`` beyond)."""
     b = make_basin(seed=seed % 1000)
