@@ -27,6 +27,19 @@ OUTPUT_CRS = "EPSG:4326"
 #: 6°); beyond it the data are reprojected to an equal-area Albers CRS
 MAX_SCALE_ERROR = 0.01
 
+#: at most this many glibc malloc arenas in a process that runs discovery (None:
+#: leave glibc's default, 8 per core). glibc gives each thread that allocates its
+#: own arena, and memory freed in one is not reused by the others: discovery's
+#: worker threads (GEOS, Qhull and numpy work on two cores) then left ~80 MB of
+#: freed memory beside ~210 MB in use nationally (peak +290 MB over the read,
+#: with one arena +205 MB; 1M synthetic reaches 2.06 -> 1.95 GiB), at no gain in
+#: speed. :func:`basins.discover.discover` asks glibc for this limit with
+#: ``mallopt(M_ARENA_MAX)`` before its first thread starts, once per process: the
+#: limit then holds for the rest of the process (glibc fixes it when a thread
+#: first needs an arena), so it is skipped when the process set its own
+#: (``MALLOC_ARENA_MAX``, or ``arena_max`` in ``GLIBC_TUNABLES``) and off glibc.
+MALLOC_ARENAS: int | None = 1
+
 
 @dataclass(frozen=True)
 class Settings:

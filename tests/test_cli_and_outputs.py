@@ -168,3 +168,82 @@ def test_audit_and_settle_on_own_files(files, tmp_path):
     led = pd.read_csv(tmp_path / "settlement_ledger.csv")
     # class II every month against target III: downstream pays upstream
     assert set(led.payer) == {s.downstream_ids} and set(led.payee) == {s.upstream_ids}
+
+
+class _FakeLibc:
+    """Stands in for glibc: records mallopt calls."""
+
+    def __init__(self, glibc: bool = True):
+        self.calls = []
+        if glibc:
+            self.gnu_get_libc_version = lambda: b"2.36"
+
+    def mallopt(self, param, value):
+        self.calls.append((param.value, value.value))
+        return 1
+
+
+@pytest.mark.parametrize("case", ["asked", "env", "tunables", "none", "not glibc"])
+def test_malloc_arena_limit_is_asked_once_and_only_when_the_process_has_none(case, monkeypatch):
+    import importlib
+    import sys
+
+    import basins.settings as st
+    bd = importlib.import_module("basins.discover")  # (the package's ``discover`` is the function)
+    fake = _FakeLibc(glibc=case != "not glibc")
+    monkeypatch.setattr(bd, "_arenas_asked", False)
+    monkeypatch.setattr(bd.ctypes, "CDLL", lambda _name: fake)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0")
+    if case == "env":
+        monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    if case == "tunables":
+        monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")
+    if case == "none":
+        monkeypatch.setattr(st, "MALLOC_ARENAS", None)
+    assert bd.limit_malloc_arenas() is (case == "asked")
+    assert bd.limit_malloc_arenas() is False  # never twice
+    assert fake.calls == ([(-8, st.MALLOC_ARENAS)] if case == "asked" else [])
+
+
+_ARENAS_CHILD = r"""
+import ctypes, sys, tempfile, threading
+from basins.discover import limit_malloc_arenas
+if sys.argv[1] == "limit":
+    assert limit_malloc_arenas()
+hold = []
+def work():  # allocations past pymalloc's 512 bytes, below the mmap threshold: arenas
+    hold.append([bytes(2000) for _ in range(2000)])
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+with tempfile.NamedTemporaryFile(suffix=".xml") as f:
+    fp = libc.fopen(f.name.encode(), b"w")
+    libc.malloc_info(0, ctypes.c_void_p(fp))
+    libc.fclose(ctypes.c_void_p(fp))
+    print(open(f.name).read().count("<heap nr="))
+"""
+
+
+def test_discovery_process_keeps_one_malloc_arena():
+    # glibc's own report of its arenas (malloc_info): threads allocating in a
+    # process that asked for the limit share one; without it they get their own
+    import ctypes
+    import os
+    import subprocess
+    import sys
+    try:
+        ctypes.CDLL(None).gnu_get_libc_version
+    except (OSError, AttributeError):
+        pytest.skip("not glibc")
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")}
+    heaps = {}
+    for mode in ("limit", "default"):
+        out = subprocess.run([sys.executable, "-c", _ARENAS_CHILD, mode], env=env,
+                             capture_output=True, text=True, check=True)
+        heaps[mode] = int(out.stdout.split()[-1])
+    assert heaps["default"] > 1  # (the report sees per-thread arenas: the test means something)
+    assert heaps["limit"] == 1
