@@ -17,9 +17,13 @@ Read and discovery are timed alike, in two ways, and each ratio sets like agains
   touched yet and for one-off set-up (PROJ transformations, GEOS, k-d tree code).
 * warm: the median of ``--repeat`` more reads and discoveries in this process.
 
-It also prints the paired ratios: each process (cold) and each repeat (warm) sets
-its own discovery against the read it made just before, so a drift of the
-machine's speed between runs moves both; their median and range are shown.
+It also prints the pages discovery touches for the first time and the system time
+they cost: on the project's VMs the host backs a page only when it is first
+touched, at a cost that drifts with the host, and that is most of the drift
+between runs of the same code. And it prints the paired ratios: each process
+(cold) and each repeat (warm) sets its own discovery against the read it made just
+before, so a drift of the machine's speed between runs moves both; their median
+and range are shown.
 
     python benchmarks/bench_national.py [--repeat N]  # builds the national cache if needed
 """
@@ -30,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -87,6 +92,25 @@ def _machine() -> tuple[float, float, float] | None:
     return busy / hz, v[7] / hz, time.process_time()
 
 
+def _pages() -> tuple[int, float]:
+    """This process's page faults (minor: pages it touched for the first time) and
+    system CPU seconds so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_minflt, r.ru_stime
+
+
+def _paged(before: tuple[int, float], after: tuple[int, float]) -> dict:
+    """MB of pages first touched and system seconds between two :func:`_pages`."""
+    return {"mb": (after[0] - before[0]) * resource.getpagesize() / 2**20,
+            "sys": after[1] - before[1]}
+
+
+def _paging(samples: list[dict]) -> str:
+    """Median MB of new pages and system time over runs, as one line."""
+    return (f"{statistics.median(s['mb'] for s in samples):.0f} MB of pages first touched, "
+            f"{statistics.median(s['sys'] for s in samples):.2f} s of system time (medians)")
+
+
 def _others(before, after, wall: float) -> dict:
     """The machine's load beside this process between two :func:`_machine` samples:
     other work and steal, in cores (CPU seconds per second of wall time)."""
@@ -117,15 +141,15 @@ def _cold() -> None:
             stages[last[1]] = now - last[0]
         last[0], last[1] = now, msg
 
-    m0 = _machine()
+    m0, p0 = _machine(), _pages()
     t1 = time.perf_counter()
     res = discover(reg.rivers, reg.counties, reg.water, reg.dem, progress=tick)
     disc_s = time.perf_counter() - t1
-    load = _others(m0, _machine(), disc_s)
+    load, paged = _others(m0, _machine(), disc_s), _paged(p0, _pages())
     tick("end")
     print(json.dumps({"read": read_s, "read_two": read_two, "discovery": disc_s, "stages": stages,
                       "sections": len(res.sections), "boundary": len(res.boundary_rivers),
-                      "load": load}))
+                      "load": load, "paged": paged}))
 
 
 def main() -> None:
@@ -149,16 +173,17 @@ def main() -> None:
     cold_two = statistics.median(c["read_two"] for c in colds)
     cold_disc = statistics.median(c["discovery"] for c in colds)
     discover(reg.rivers, reg.counties, reg.water, reg.dem)  # this process's first: untimed
-    reads, twos, warm, loads = [], [], [], []
+    reads, twos, warm, loads, pageds = [], [], [], [], []
     for _ in range(repeat):
         reg, read_s, read_two = _read()
         reads.append(read_s)
         twos.append(read_two)
-        m0 = _machine()
+        m0, p0 = _machine(), _pages()
         t1 = time.perf_counter()
         discover(reg.rivers, reg.counties, reg.water, reg.dem)
         warm.append(time.perf_counter() - t1)
         loads.append(_others(m0, _machine(), warm[-1]))
+        pageds.append(_paged(p0, _pages()))
     warm_read, warm_disc = statistics.median(reads), statistics.median(warm)
     warm_two = statistics.median(twos)
     print(f"machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}")
@@ -189,6 +214,11 @@ def main() -> None:
     # stealing time) during it moves the ratio, the single-threaded read far less
     print(f"machine load during discovery (2 cores: {os.cpu_count()} seen): cold "
           f"{_load([c.get('load') for c in colds])}; warm {_load(loads)}")
+    # on the project's VMs a page touched for the first time costs several µs of
+    # system time (the host backs it then), and that cost drifts with the host:
+    # discovery's share of it is most of the drift between runs of the same code
+    print(f"memory during discovery: cold {_paging([c['paged'] for c in colds])}; "
+          f"warm {_paging(pageds)}")
 
 
 if __name__ == "__main__":
