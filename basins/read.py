@@ -735,7 +735,8 @@ def project_gdf(gdf: gpd.GeoDataFrame | gpd.GeoSeries, to_crs) -> gpd.GeoDataFra
                               np.ascontiguousarray(s[:, 1])):
             albers = None
     out = g.copy()
-    # groups of whole geometries of about _PROJECT_CHUNK coordinates (a larger one alone)
+    # groups of whole geometries starting in the same _PROJECT_CHUNK coordinates (a group
+    # with a geometry larger than that is as large as it needs to be)
     group = np.searchsorted(np.arange(_PROJECT_CHUNK, total + _PROJECT_CHUNK, _PROJECT_CHUNK),
                             ends - counts, side="right")
     bounds = np.r_[0, np.flatnonzero(np.diff(group)) + 1, len(g)]
